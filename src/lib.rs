@@ -1,0 +1,9 @@
+//! vpoller: a vSphere API proxy for monitoring systems.
+//!
+//! Requests come in (one-shot CLI, or the daemon's ZeroMQ transport), are
+//! dispatched to a Lua method, and the method reads vSphere through one core
+//! API, [`vsphere`], which owns sessions, views, property collection, and the
+//! SOAP wire.
+
+pub mod cli;
+pub mod vsphere;

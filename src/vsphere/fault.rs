@@ -1,0 +1,145 @@
+//! SOAP faults and the errors of the vSphere layer.
+
+use serde_json::Value;
+use std::time::Duration;
+
+use super::moref::MoRef;
+
+/// A vim25 fault, by the name of its type. The common ones are variants so
+/// that callers match on them instead of on strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    InvalidLogin,
+    NotAuthenticated,
+    InvalidProperty,
+    ManagedObjectNotFound,
+    InvalidArgument,
+    MethodNotFound,
+    Other(String),
+}
+
+impl FaultKind {
+    pub fn from_name(name: &str) -> FaultKind {
+        match name {
+            "InvalidLogin" => FaultKind::InvalidLogin,
+            "NotAuthenticated" => FaultKind::NotAuthenticated,
+            "InvalidProperty" => FaultKind::InvalidProperty,
+            "ManagedObjectNotFound" => FaultKind::ManagedObjectNotFound,
+            "InvalidArgument" => FaultKind::InvalidArgument,
+            "MethodNotFound" => FaultKind::MethodNotFound,
+            other => FaultKind::Other(other.to_string()),
+        }
+    }
+}
+
+/// A SOAP fault as the server sent it.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// The vim25 type name of the fault, e.g. `InvalidProperty`.
+    pub name: String,
+    /// The faultstring; vcsim often leaves it empty.
+    pub message: String,
+    /// The decoded fault object (with `_type`), `Null` when there was none.
+    pub detail: Value,
+}
+
+impl Fault {
+    /// A field of the fault object as text, e.g. `name` of InvalidProperty.
+    pub fn detail_str(&self, field: &str) -> Option<String> {
+        match self.detail.get(field)? {
+            Value::String(s) => Some(s.clone()),
+            other => MoRef::from_json(other).map(|r| r.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let subject = match self.kind {
+            FaultKind::InvalidProperty => self.detail_str("name").map(|n| format!("property {n}")),
+            FaultKind::ManagedObjectNotFound => {
+                self.detail_str("obj").map(|o| format!("object {o}"))
+            }
+            FaultKind::InvalidArgument => self
+                .detail_str("invalidProperty")
+                .map(|p| format!("argument {p}")),
+            FaultKind::MethodNotFound => self.detail_str("method").map(|m| format!("method {m}")),
+            _ => None,
+        };
+        write!(f, "{}", self.name)?;
+        if let Some(s) = subject {
+            write!(f, " ({s})")?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong talking to a vSphere host. Each variant names
+/// the host or the thing that was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{host}: {fault}")]
+    Fault { host: String, fault: Fault },
+
+    #[error("{host}: login failed for user {user:?}: {reason}")]
+    LoginFailed {
+        host: String,
+        user: String,
+        reason: String,
+    },
+
+    #[error("{host}: no answer within {after:?} (deadline)")]
+    Timeout { host: String, after: Duration },
+
+    #[error("{host}: {message}")]
+    Transport { host: String, message: String },
+
+    #[error("{host}: {message}")]
+    Tls { host: String, message: String },
+
+    #[error("{host}: HTTP {status}: {snippet}")]
+    Http {
+        host: String,
+        status: u16,
+        snippet: String,
+    },
+
+    #[error("{host}: cannot read the response to {method}: {message}")]
+    Decode {
+        host: String,
+        method: String,
+        message: String,
+    },
+
+    #[error("cannot encode {method}: {message}")]
+    Encode { method: String, message: String },
+
+    #[error("{host}: invalid property {path:?} for {object}")]
+    InvalidProperty {
+        host: String,
+        object: String,
+        path: String,
+    },
+
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Error {
+    pub fn fault_kind(&self) -> Option<&FaultKind> {
+        match self {
+            Error::Fault { fault, .. } => Some(&fault.kind),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_authenticated(&self) -> bool {
+        self.fault_kind() == Some(&FaultKind::NotAuthenticated)
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,467 @@
+//! A logged-in session with one vSphere host, shared by every concurrent
+//! request to that host.
+//!
+//! The session cookie is re-used by all callers. When the server says the
+//! session is gone (a NotAuthenticated fault, or, from vcsim, NotAuthenticated
+//! in every `missingSet` of a property retrieval) the first caller to notice
+//! logs in again while the others wait for it: one Login, not one per caller.
+//! A failed login is remembered for a short, growing back-off so that a wrong
+//! password does not become a storm of Login calls.
+
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use super::fault::{Error, FaultKind, Result};
+use super::moref::MoRef;
+use super::soap::{Endpoint, Reply, Transport};
+use super::xml::encode;
+
+/// A password that never shows in `Debug` output or logs.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(secret: impl Into<String>) -> Password {
+        Password(secret.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: Password,
+}
+
+/// Tunables of a session; the defaults suit a vCenter.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Idle time after which a keep-alive call is made. vCenter's default
+    /// session timeout is 30 minutes.
+    pub keepalive: Duration,
+    /// The first back-off after a failed login; it doubles up to a minute.
+    pub login_backoff: Duration,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions {
+            keepalive: Duration::from_secs(600),
+            login_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+const SERVICE_INSTANCE: (&str, &str) = ("ServiceInstance", "ServiceInstance");
+
+/// Methods that only read, and so may be repeated when a connection closes
+/// before its response.
+fn is_read_only(method: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "Retrieve",
+        "ContinueRetrieve",
+        "Query",
+        "Find",
+        "CurrentTime",
+        "SessionIsActive",
+        "ReadNextEvents",
+        "ReadPreviousEvents",
+    ];
+    PREFIXES.iter().any(|p| method.starts_with(p))
+}
+
+struct SessionState {
+    cookie: Option<String>,
+    /// Bumped on every successful login; callers remember the generation
+    /// they used so that only one of them re-logs in.
+    generation: u64,
+}
+
+#[derive(Default)]
+struct LoginGate {
+    failures: u32,
+    retry_after: Option<(Instant, String)>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) transport: Transport,
+    credentials: Credentials,
+    options: SessionOptions,
+    api_version: String,
+    content: Value,
+    state: RwLock<SessionState>,
+    login_gate: tokio::sync::Mutex<LoginGate>,
+    logins: AtomicU64,
+    calls: AtomicU64,
+    last_call: Mutex<Instant>,
+    pub(crate) views: tokio::sync::Mutex<HashMap<String, (MoRef, u64)>>,
+}
+
+/// One vSphere host's session. Cloning is cheap and shares the session.
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Session {
+    /// Connects, reads the service content, and logs in.
+    pub async fn connect(
+        endpoint: &Endpoint,
+        credentials: Credentials,
+        options: SessionOptions,
+    ) -> Result<Session> {
+        let transport = Transport::new(endpoint)?;
+        let advertised = api_version(&transport).await;
+        let version_for_bootstrap = advertised.clone().unwrap_or_default();
+        let this = MoRef::new(SERVICE_INSTANCE.0, SERVICE_INSTANCE.1);
+        let body = encode::request_body("RetrieveServiceContent", &this, &Value::Null).map_err(
+            |message| Error::Encode {
+                method: "RetrieveServiceContent".into(),
+                message,
+            },
+        )?;
+        let reply = transport
+            .post(
+                "RetrieveServiceContent",
+                &body,
+                None,
+                &version_for_bootstrap,
+                true,
+            )
+            .await?;
+        let content = transport.parse("RetrieveServiceContent", &reply)?;
+        let api_version = advertised
+            .or_else(|| {
+                content
+                    .pointer("/about/apiVersion")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "6.5".to_string());
+
+        let session = Session {
+            inner: Arc::new(Inner {
+                transport,
+                credentials,
+                options,
+                api_version,
+                content,
+                state: RwLock::new(SessionState {
+                    cookie: None,
+                    generation: 0,
+                }),
+                login_gate: tokio::sync::Mutex::new(LoginGate::default()),
+                logins: AtomicU64::new(0),
+                calls: AtomicU64::new(1),
+                last_call: Mutex::new(Instant::now()),
+                views: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        };
+        session.relogin(0).await?;
+        spawn_keepalive(Arc::downgrade(&session.inner));
+        Ok(session)
+    }
+
+    /// `host:port` of the vSphere host, for messages.
+    pub fn host(&self) -> &str {
+        self.inner.transport.host()
+    }
+
+    pub fn api_version(&self) -> &str {
+        &self.inner.api_version
+    }
+
+    /// The ServiceContent, as decoded at connect time.
+    pub fn content(&self) -> &Value {
+        &self.inner.content
+    }
+
+    /// `content.about`: product, version, API type and version.
+    pub fn about(&self) -> &Value {
+        self.inner.content.get("about").unwrap_or(&Value::Null)
+    }
+
+    /// A manager's reference from the service content, e.g. `propertyCollector`.
+    pub fn manager(&self, name: &str) -> Result<MoRef> {
+        self.inner
+            .content
+            .get(name)
+            .and_then(MoRef::from_json)
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{}: the service content has no {name}",
+                    self.host()
+                ))
+            })
+    }
+
+    /// How many Login calls this session has made.
+    pub fn logins(&self) -> u64 {
+        self.inner.logins.load(Ordering::Relaxed)
+    }
+
+    /// How many SOAP calls this session has made.
+    pub fn calls(&self) -> u64 {
+        self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    pub fn is_logged_in(&self) -> bool {
+        self.inner
+            .state
+            .read()
+            .map(|s| s.cookie.is_some())
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.state.read().map(|s| s.generation).unwrap_or(0)
+    }
+
+    fn current(&self) -> (Option<String>, u64) {
+        match self.inner.state.read() {
+            Ok(s) => (s.cookie.clone(), s.generation),
+            Err(_) => (None, 0),
+        }
+    }
+
+    /// Calls any vim25 method with JSON arguments and returns its decoded
+    /// `returnval`.
+    pub async fn invoke(&self, method: &str, this: &MoRef, args: &Value) -> Result<Value> {
+        let transport = &self.inner.transport;
+        self.invoke_with(method, this, args, |reply| transport.parse(method, reply))
+            .await
+    }
+
+    /// Calls a method and hands the raw reply to `parse`. A lost session is
+    /// re-established once and the call repeated; `parse` reports a lost
+    /// session by returning a NotAuthenticated fault.
+    pub async fn invoke_with<T>(
+        &self,
+        method: &str,
+        this: &MoRef,
+        args: &Value,
+        mut parse: impl FnMut(&Reply) -> Result<T>,
+    ) -> Result<T> {
+        let body = encode::request_body(method, this, args).map_err(|message| Error::Encode {
+            method: method.to_string(),
+            message,
+        })?;
+        let mut relogged = false;
+        loop {
+            let (cookie, generation) = self.current();
+            let reply = self.post(method, &body, cookie.as_deref()).await?;
+            match parse(&reply) {
+                Err(e) if e.is_not_authenticated() && !relogged => {
+                    tracing::info!(host = %self.host(), method, "vSphere session lost; logging in again");
+                    self.relogin(generation).await?;
+                    relogged = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn post(&self, method: &str, body: &str, cookie: Option<&str>) -> Result<Reply> {
+        self.inner.calls.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut t) = self.inner.last_call.lock() {
+            *t = Instant::now();
+        }
+        let started = Instant::now();
+        let result = self
+            .inner
+            .transport
+            .post(
+                method,
+                body,
+                cookie,
+                &self.inner.api_version,
+                is_read_only(method),
+            )
+            .await;
+        tracing::trace!(host = %self.host(), method, elapsed_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "soap call");
+        result
+    }
+
+    /// Logs in again unless another caller already did since `seen`.
+    pub(crate) async fn relogin(&self, seen: u64) -> Result<()> {
+        let mut gate = self.inner.login_gate.lock().await;
+        if self.generation() != seen {
+            return Ok(());
+        }
+        if let Some((until, reason)) = &gate.retry_after
+            && Instant::now() < *until
+        {
+            return Err(Error::LoginFailed {
+                host: self.host().to_string(),
+                user: self.inner.credentials.user.clone(),
+                reason: format!("{reason} (not retried until the back-off ends)"),
+            });
+        }
+        match self.login().await {
+            Ok(()) => {
+                *gate = LoginGate::default();
+                Ok(())
+            }
+            Err(e) => {
+                gate.failures += 1;
+                let backoff = self
+                    .inner
+                    .options
+                    .login_backoff
+                    .saturating_mul(1 << gate.failures.min(5).saturating_sub(1))
+                    .min(Duration::from_secs(60));
+                let reason = match &e {
+                    Error::LoginFailed { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                gate.retry_after = Some((Instant::now() + backoff, reason));
+                Err(e)
+            }
+        }
+    }
+
+    async fn login(&self) -> Result<()> {
+        let manager = self.manager("sessionManager")?;
+        let creds = &self.inner.credentials;
+        let args = json!({"userName": creds.user, "password": creds.password.expose()});
+        let body =
+            encode::request_body("Login", &manager, &args).map_err(|message| Error::Encode {
+                method: "Login".into(),
+                message,
+            })?;
+        self.inner.logins.fetch_add(1, Ordering::Relaxed);
+        let reply = self.post("Login", &body, None).await?;
+        let parsed = self.inner.transport.parse("Login", &reply);
+        let login_failed = |reason: String| Error::LoginFailed {
+            host: self.host().to_string(),
+            user: creds.user.clone(),
+            reason,
+        };
+        match parsed {
+            Ok(_) => {}
+            Err(Error::Fault { fault, .. }) if fault.kind == FaultKind::InvalidLogin => {
+                return Err(login_failed(
+                    "the user name or password is wrong (InvalidLogin)".into(),
+                ));
+            }
+            Err(Error::Fault { fault, .. }) => return Err(login_failed(fault.to_string())),
+            Err(other) => return Err(other),
+        }
+        let cookie = reply
+            .session_cookie
+            .ok_or_else(|| login_failed("the server set no vmware_soap_session cookie".into()))?;
+        let mut state = self
+            .inner
+            .state
+            .write()
+            .map_err(|_| Error::Config("session state poisoned".into()))?;
+        state.cookie = Some(cookie);
+        state.generation += 1;
+        tracing::debug!(host = %self.host(), user = %creds.user, "logged in to vSphere");
+        Ok(())
+    }
+
+    /// Destroys the views this session made and logs out. Safe to call twice.
+    pub async fn logout(&self) -> Result<()> {
+        self.destroy_cached_views().await;
+        let (cookie, _) = self.current();
+        let Some(cookie) = cookie else {
+            return Ok(());
+        };
+        let manager = self.manager("sessionManager")?;
+        let body = encode::request_body("Logout", &manager, &Value::Null).map_err(|message| {
+            Error::Encode {
+                method: "Logout".into(),
+                message,
+            }
+        })?;
+        if let Ok(mut state) = self.inner.state.write() {
+            state.cookie = None;
+        }
+        let reply = self.post("Logout", &body, Some(&cookie)).await?;
+        match self.inner.transport.parse("Logout", &reply) {
+            Ok(_) => Ok(()),
+            // Already gone on the server side: the goal is met.
+            Err(e) if e.is_not_authenticated() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps an idle session alive and notices a lost one early, by reading
+    /// `SessionManager.currentSession`.
+    pub async fn keepalive(&self) -> Result<()> {
+        let manager = self.manager("sessionManager")?;
+        self.get_objects(
+            std::slice::from_ref(&manager),
+            &["currentSession".to_string()],
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+/// Reads the API version the host advertises; `None` if it does not say.
+async fn api_version(transport: &Transport) -> Option<String> {
+    let url = format!(
+        "{}/vimServiceVersions.xml",
+        transport.url().trim_end_matches('/')
+    );
+    let response = transport.http().get(&url).send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let text = response.text().await.ok()?;
+    // <namespace><name>urn:vim25</name><version>8.0.2.0</version>...
+    let after = &text[text.find("<name>urn:vim25</name>")?..];
+    let start = after.find("<version>")? + "<version>".len();
+    let end = after[start..].find("</version>")? + start;
+    let version = after[start..end].trim();
+    (!version.is_empty()).then(|| version.to_string())
+}
+
+fn spawn_keepalive(inner: Weak<Inner>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            let interval = match inner.upgrade() {
+                Some(i) => i.options.keepalive,
+                None => return,
+            };
+            tokio::time::sleep(interval / 4).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let idle = inner
+                .last_call
+                .lock()
+                .map(|t| t.elapsed())
+                .unwrap_or_default();
+            let logged_in = inner
+                .state
+                .read()
+                .map(|s| s.cookie.is_some())
+                .unwrap_or(false);
+            if !logged_in || idle < interval {
+                continue;
+            }
+            let session = Session { inner };
+            if let Err(e) = session.keepalive().await {
+                tracing::warn!(host = %session.host(), "vSphere keep-alive failed: {e}");
+            }
+        }
+    });
+}
