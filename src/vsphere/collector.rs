@@ -110,7 +110,7 @@ impl PageSource for Session {
                 }),
                 Ok(Err(fault)) => Err(Error::Fault {
                     host: host.clone(),
-                    fault,
+                    fault: Box::new(fault),
                 }),
                 Err(e) => Err(decode_error(&host, method, e)),
             }
@@ -174,7 +174,7 @@ pub(crate) fn parse_page(
     if let Err(fault) = open_body(&mut decoder).map_err(|e| decode_error(host, method, e))? {
         return Err(Error::Fault {
             host: host.to_string(),
-            fault,
+            fault: Box::new(fault),
         });
     }
     let mut outcome = PageOutcome::default();
@@ -233,7 +233,11 @@ fn object_content(host: &str, value: Value) -> Result<ObjectContent> {
         }
     }
     let mut missing = Vec::new();
-    if let Some(Value::Array(set)) = map.remove("missingSet") {
+    if let Some(Value::Array(mut set)) = map.remove("missingSet") {
+        // A lost session outranks everything else the object reports.
+        set.sort_by_key(|m| {
+            m.pointer("/fault/fault/_type") != Some(&Value::from("NotAuthenticated"))
+        });
         for m in set {
             let path = m
                 .get("path")
@@ -251,12 +255,12 @@ fn object_content(host: &str, value: Value) -> Result<ObjectContent> {
                 FaultKind::NotAuthenticated => {
                     return Err(Error::Fault {
                         host: host.to_string(),
-                        fault: Fault {
+                        fault: Box::new(Fault {
                             kind: FaultKind::NotAuthenticated,
                             name: fault_name,
                             message: String::new(),
                             detail,
-                        },
+                        }),
                     });
                 }
                 FaultKind::InvalidProperty => {

@@ -83,7 +83,7 @@ impl std::fmt::Display for Fault {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{host}: {fault}")]
-    Fault { host: String, fault: Fault },
+    Fault { host: String, fault: Box<Fault> },
 
     #[error("{host}: login failed for user {user:?}: {reason}")]
     LoginFailed {

@@ -66,9 +66,11 @@ impl Default for SessionOptions {
 
 const SERVICE_INSTANCE: (&str, &str) = ("ServiceInstance", "ServiceInstance");
 
-/// Methods that only read, and so may be repeated when a connection closes
-/// before its response.
-fn is_read_only(method: &str) -> bool {
+/// Methods that may be sent again when a connection closes before its
+/// response (vcsim drops connections on some internal panics, and a pooled
+/// connection can die with a restarted server): those that only read, and
+/// those whose repetition leaves at most a spare session-scoped object.
+fn is_safe_to_repeat(method: &str) -> bool {
     const PREFIXES: &[&str] = &[
         "Retrieve",
         "ContinueRetrieve",
@@ -78,6 +80,9 @@ fn is_read_only(method: &str) -> bool {
         "SessionIsActive",
         "ReadNextEvents",
         "ReadPreviousEvents",
+        "CreateContainerView",
+        "CreateListView",
+        "Login",
     ];
     PREFIXES.iter().any(|p| method.starts_with(p))
 }
@@ -287,7 +292,7 @@ impl Session {
                 body,
                 cookie,
                 &self.inner.api_version,
-                is_read_only(method),
+                is_safe_to_repeat(method),
             )
             .await;
         tracing::trace!(host = %self.host(), method, elapsed_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "soap call");

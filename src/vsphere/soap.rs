@@ -61,7 +61,6 @@ pub struct Transport {
     host: String,
     deadline: Duration,
     seen: SeenCertificate,
-    insecure: bool,
 }
 
 /// A raw SOAP response body, and the session cookie if the server set one.
@@ -72,6 +71,12 @@ pub struct Reply {
 
 impl Transport {
     pub fn new(endpoint: &Endpoint) -> Result<Transport> {
+        // reqwest is built without a default TLS provider (aws-lc's build is
+        // slow); every client it makes, plain http included, needs one.
+        static PROVIDER: std::sync::Once = std::sync::Once::new();
+        PROVIDER.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
         let host = endpoint.host();
         let seen = SeenCertificate::default();
         let mut builder = reqwest::Client::builder()
@@ -95,8 +100,7 @@ impl Transport {
             host: host.clone(),
             message: format!("cannot build an HTTP client: {e}"),
         })?;
-        let insecure = endpoint.tls == TlsMode::Insecure;
-        if insecure {
+        if endpoint.tls == TlsMode::Insecure {
             tracing::warn!(host = %host, "TLS certificate verification is off for this vSphere host (insecure mode)");
         }
         Ok(Transport {
@@ -105,7 +109,6 @@ impl Transport {
             host,
             deadline: endpoint.deadline,
             seen,
-            insecure,
         })
     }
 
@@ -122,7 +125,7 @@ impl Transport {
     }
 
     /// Posts one request body. A connection that closes without a response
-    /// is retried once, and only when `read_only` says the call is safe to
+    /// is retried once, and only when `repeatable` says the call is safe to
     /// repeat.
     pub async fn post(
         &self,
@@ -130,7 +133,7 @@ impl Transport {
         body: &str,
         cookie: Option<&str>,
         api_version: &str,
-        read_only: bool,
+        repeatable: bool,
     ) -> Result<Reply> {
         let mut envelope = String::with_capacity(ENVELOPE_START.len() + body.len() + 40);
         envelope.push_str(ENVELOPE_START);
@@ -142,7 +145,7 @@ impl Transport {
             .post_once(method, envelope.clone(), cookie, api_version)
             .await;
         match first {
-            Err(Attempt::ClosedWithoutResponse(message)) if read_only => {
+            Err(Attempt::ClosedWithoutResponse(message)) if repeatable => {
                 tracing::debug!(host = %self.host, method, "{message}; retrying once");
                 self.post_once(method, envelope, cookie, api_version)
                     .await
@@ -225,7 +228,6 @@ impl Transport {
             .thumbprint()
             .map(|t| format!(" It presents a certificate with SHA-256 thumbprint {t}."))
             .unwrap_or_default();
-        let _ = self.insecure;
         format!(
             "TLS certificate not trusted ({tls}).{presented} To trust it, give its CA \
              with --cacert FILE, pin it with --thumbprint SHA256, or (not recommended) \
@@ -247,11 +249,11 @@ impl Transport {
     /// returns nothing), or its fault.
     pub fn parse(&self, method: &str, reply: &Reply) -> Result<Value> {
         let mut decoder = Decoder::new(&reply.body);
-        let response = open_body(&mut decoder)
+        open_body(&mut decoder)
             .map_err(|e| self.decode_error(method, e))?
             .map_err(|fault| Error::Fault {
                 host: self.host.clone(),
-                fault,
+                fault: Box::new(fault),
             })?;
         let response_type = format!("{method}Response");
         let def = Schema::vim25().get(&response_type);
@@ -260,7 +262,6 @@ impl Transport {
             Some(f) if f.array => Value::Array(Vec::new()),
             _ => Value::Null,
         };
-        let _ = response;
         while let Some(child) = decoder
             .next_child()
             .map_err(|e| self.decode_error(method, e))?

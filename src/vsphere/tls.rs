@@ -67,6 +67,17 @@ pub fn format_thumbprint(digest: &[u8]) -> String {
         .join(":")
 }
 
+/// The SHA-256 thumbprint of the first certificate in a PEM file, as
+/// `--thumbprint` takes it.
+pub fn pem_file_thumbprint(path: &std::path::Path) -> Result<String, String> {
+    let cert = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .next()
+        .ok_or_else(|| format!("{} holds no certificate", path.display()))?
+        .map_err(|e| format!("{} is not PEM: {e}", path.display()))?;
+    Ok(format_thumbprint(&Sha256::digest(cert.as_ref())))
+}
+
 /// The thumbprint a host presented in the last handshake, kept so that an
 /// error can show it.
 #[derive(Debug, Default, Clone)]

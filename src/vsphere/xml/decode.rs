@@ -318,3 +318,143 @@ pub fn scalar_value(kind: Kind<'_>, text: String) -> Value {
         _ => Value::String(text),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vsphere::collector::{ObjectContent, parse_page};
+    use crate::vsphere::soap::Reply;
+    use serde_json::json;
+    use std::ops::ControlFlow;
+
+    fn objects(xml: &'static str) -> Vec<ObjectContent> {
+        let reply = Reply {
+            body: bytes::Bytes::from_static(xml.as_bytes()),
+            session_cookie: None,
+        };
+        let mut out = Vec::new();
+        parse_page("test", "RetrievePropertiesEx", &reply, &mut |o| {
+            out.push(o);
+            ControlFlow::Continue(())
+        })
+        .expect("page parses");
+        out
+    }
+
+    #[test]
+    fn every_xsd_scalar_type_has_its_json_type() {
+        let obj = objects(include_str!("../../../tests/data/soap/rpex-scalars.xml")).remove(0);
+        let p = &obj.props;
+        assert_eq!(p["p.int"], json!(-42));
+        assert_eq!(p["p.long"], json!(9007199254740993_i64));
+        assert_eq!(p["p.short"], json!(7));
+        assert_eq!(p["p.byte"], json!(-1));
+        assert_eq!(p["p.float"], json!(1.5));
+        assert_eq!(p["p.double"], json!(2250.0));
+        assert_eq!(p["p.boolean"], json!(true));
+        assert_eq!(p["p.dateTime"], json!("2026-11-26T18:05:46.989061427Z"));
+        assert_eq!(p["p.base64"], json!("aGVsbG8="));
+        assert_eq!(
+            p["p.string"],
+            json!("00123"),
+            "numeric-looking strings stay strings"
+        );
+        assert_eq!(p["p.enum"], json!("poweredOn"));
+        assert_eq!(
+            p["p.moref"],
+            json!({"type": "ClusterComputeResource", "value": "domain-c7"})
+        );
+    }
+
+    #[test]
+    fn arrays_stay_arrays_even_with_one_item() {
+        let obj = objects(include_str!("../../../tests/data/soap/rpex-scalars.xml")).remove(0);
+        let p = &obj.props;
+        assert_eq!(
+            p["p.morefs"],
+            json!([{"type": "Datastore", "value": "datastore-1"}])
+        );
+        assert_eq!(p["p.strings"], json!(["only"]));
+        assert_eq!(p["p.emptyInts"], json!([]));
+        // GuestNicInfo.ipAddress is unbounded in the schema: one address is a list.
+        assert_eq!(p["p.nic"]["ipAddress"], json!(["10.0.0.1"]));
+        assert_eq!(p["p.nic"]["deviceConfigId"], json!(4000));
+    }
+
+    #[test]
+    fn nested_fields_are_typed_by_the_schema() {
+        let obj = objects(include_str!("../../../tests/data/soap/rpex-scalars.xml")).remove(0);
+        let cpu = &obj.props["p.cpuInfo"];
+        assert_eq!(cpu["_type"], "HostCpuInfo");
+        assert_eq!(cpu["hz"], json!(3591345000_i64));
+        assert_eq!(cpu["numCpuCores"], json!(16));
+        let newer = &obj.props["p.newer"];
+        assert_eq!(
+            newer["fieldFromTheFuture"],
+            json!({"a": ["1", "2"]}),
+            "unknown fields are kept by shape"
+        );
+    }
+
+    #[test]
+    fn polymorphic_devices_keep_their_concrete_types() {
+        let objs = objects(include_str!("../../../tests/data/soap/rpex-page1.xml"));
+        assert_eq!(objs.len(), 2);
+        let devices = objs[0].props["config.hardware.device"]
+            .as_array()
+            .expect("device list");
+        let types: Vec<&str> = devices.iter().filter_map(|d| d["_type"].as_str()).collect();
+        assert!(types.contains(&"VirtualDisk"), "{types:?}");
+        assert!(types.contains(&"VirtualIDEController"), "{types:?}");
+        let disk = devices
+            .iter()
+            .find(|d| d["_type"] == "VirtualDisk")
+            .expect("a disk");
+        assert!(disk["capacityInKB"].is_i64(), "{disk}");
+        assert!(
+            disk["backing"]["_type"]
+                .as_str()
+                .is_some_and(|t| t.contains("Backing")),
+            "{disk}"
+        );
+        let nic = &objs[0].props["guest.net"][0];
+        assert_eq!(nic["_type"], "GuestNicInfo");
+        assert_eq!(nic["ipConfig"]["ipAddress"][0]["prefixLength"], json!(8));
+    }
+
+    #[test]
+    fn entities_and_character_references_are_resolved() {
+        let objs = objects(include_str!("../../../tests/data/soap/rpex-page3.xml"));
+        assert_eq!(objs[0].props["name"], json!("vm with a <tag> & ü"));
+    }
+
+    #[test]
+    fn a_fault_is_decoded_with_its_type() {
+        use crate::vsphere::soap::open_body;
+        let xml = include_str!("../../../tests/data/soap/fault-not-authenticated.xml");
+        let mut decoder = Decoder::new(xml.as_bytes());
+        let fault = open_body(&mut decoder)
+            .expect("well formed")
+            .expect_err("a fault");
+        assert_eq!(fault.kind, crate::vsphere::FaultKind::NotAuthenticated);
+        assert_eq!(fault.message, "");
+        assert_eq!(fault.detail["object"]["type"], "ViewManager");
+    }
+
+    #[test]
+    fn malformed_xml_is_an_error_not_a_panic() {
+        for bad in [
+            "",
+            "<a>",
+            "<soapenv:Envelope><Body><x>&bogus;</x>",
+            "not xml at all <<<",
+        ] {
+            let mut decoder = Decoder::new(bad.as_bytes());
+            let opened = crate::vsphere::soap::open_body(&mut decoder);
+            assert!(
+                !matches!(opened, Ok(Ok(()))),
+                "{bad:?} was taken for a response"
+            );
+        }
+    }
+}

@@ -88,10 +88,9 @@ fn write_value(
         }
         Kind::Any => write_any(out, name, value),
         Kind::Data(type_name) => write_data(out, name, type_name, value),
-        scalar => {
+        _scalar => {
             let text = scalar_text(value).ok_or_else(|| format!("{name}: expected a scalar"))?;
             let _ = write!(out, "<{name}>{}</{name}>", escape(text.as_str()));
-            let _ = scalar;
             Ok(())
         }
     }

@@ -1,0 +1,159 @@
+//! The simulator test bed: builds the vcsim launcher once and runs it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use vpoller::vsphere::{Credentials, Endpoint, Password, Session, SessionOptions, TlsMode};
+
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the launcher (idempotent, fast when up to date) once per test binary.
+pub fn vcsim_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = project_dir();
+            let out = dir.join("target/vcsim/vcsim");
+            let status = Command::new("bash")
+                .arg(dir.join("tests/vcsim/build.sh"))
+                .env("VCSIM_OUT", &out)
+                .status()
+                .expect("run tests/vcsim/build.sh");
+            assert!(status.success(), "building the vcsim launcher failed");
+            out
+        })
+        .clone()
+}
+
+/// A running simulator. Stopped (SIGTERM) when dropped; also exits by itself
+/// when this process dies, since its stdin closes.
+pub struct Simulator {
+    child: Child,
+    _stdin: ChildStdin,
+    pub url: String,
+    pub cert: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl Simulator {
+    pub fn start(args: &[&str]) -> Simulator {
+        Self::start_tls(args, false)
+    }
+
+    pub fn start_tls(args: &[&str], tls: bool) -> Simulator {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cert = dir.path().join("vcsim.pem");
+        let mut cmd = Command::new(vcsim_binary());
+        cmd.arg("-stdinexit").args(args);
+        if tls {
+            cmd.arg("-tls").arg("-tls-cert-out").arg(&cert);
+        }
+        let log = std::fs::File::create(dir.path().join("vcsim.log")).expect("log file");
+        let mut child = cmd
+            .env("TMPDIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start vcsim");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the SDK URL");
+        let url = line.trim().to_string();
+        if url.is_empty() {
+            let log = std::fs::read_to_string(dir.path().join("vcsim.log")).unwrap_or_default();
+            panic!("vcsim did not start: {log}");
+        }
+        Simulator {
+            child,
+            _stdin: stdin,
+            url,
+            cert: tls.then_some(cert),
+            _dir: dir,
+        }
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn address(&self) -> String {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |x| x.1);
+        rest.split('/').next().unwrap_or(rest).to_string()
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            url: self.url.clone(),
+            tls: match &self.cert {
+                Some(c) => TlsMode::CaFile(c.clone()),
+                None => TlsMode::Verify,
+            },
+            deadline: Duration::from_secs(20),
+        }
+    }
+
+    pub async fn session(&self) -> Session {
+        connect(&self.endpoint(), "user", "pass").await
+    }
+
+    /// Stops the simulator abruptly, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SIGTERM lets it remove its datastore directories.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn connect(endpoint: &Endpoint, user: &str, password: &str) -> Session {
+    try_connect(endpoint, user, password)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", endpoint.url))
+}
+
+pub async fn try_connect(
+    endpoint: &Endpoint,
+    user: &str,
+    password: &str,
+) -> Result<Session, vpoller::vsphere::Error> {
+    let credentials = Credentials {
+        user: user.to_string(),
+        password: Password::new(password),
+    };
+    Session::connect(endpoint, credentials, SessionOptions::default()).await
+}
+
+/// The SHA-256 thumbprint of the first certificate in a PEM file.
+pub fn pem_thumbprint(path: &Path) -> String {
+    vpoller::vsphere::tls::pem_file_thumbprint(path).expect("thumbprint of the PEM file")
+}

@@ -1,0 +1,117 @@
+//! A vSphere host that dies, hangs, or comes back: clear errors within the
+//! deadline, and recovery without restarting the client.
+
+mod common;
+
+use common::{Simulator, connect};
+use std::time::{Duration, Instant};
+use vpoller::vsphere::{Endpoint, Error, TlsMode};
+
+async fn vm_count(session: &vpoller::vsphere::Session) -> Result<usize, Error> {
+    session
+        .discover("VirtualMachine", &["name".into()], |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_killed_simulator_fails_fast_and_a_restarted_one_is_used_again() {
+    let mut sim = Simulator::start(&[]);
+    let address = sim.address();
+    let mut endpoint = sim.endpoint();
+    endpoint.deadline = Duration::from_secs(3);
+    let session = connect(&endpoint, "user", "pass").await;
+    assert_eq!(vm_count(&session).await.expect("VMs"), 4);
+
+    sim.kill();
+    let started = Instant::now();
+    let err = vm_count(&session).await.expect_err("the host is down");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        started.elapsed()
+    );
+    let text = err.to_string();
+    assert!(text.contains(&address), "{text}");
+    assert!(
+        text.contains("cannot connect") || text.contains("closed"),
+        "{text}"
+    );
+
+    let _again = Simulator::start(&["-l", &address]);
+    assert_eq!(vm_count(&session).await.expect("VMs after the restart"), 4);
+    assert_eq!(session.logins(), 2, "the new simulator needed a new login");
+}
+
+#[tokio::test]
+async fn a_host_that_never_answers_times_out_at_the_deadline() {
+    // Accepts connections and reads, but never writes a byte.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let endpoint = Endpoint {
+        url: format!("http://{address}/sdk"),
+        tls: TlsMode::Verify,
+        deadline: Duration::from_millis(800),
+    };
+    let started = Instant::now();
+    let err = common::try_connect(&endpoint, "user", "pass")
+        .await
+        .err()
+        .expect("no answer");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    assert!(err.to_string().contains("deadline"), "{err}");
+}
+
+#[tokio::test]
+async fn a_refused_connection_names_the_host() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    let endpoint = Endpoint {
+        url: format!("http://{address}/sdk"),
+        tls: TlsMode::Verify,
+        deadline: Duration::from_secs(2),
+    };
+    let err = common::try_connect(&endpoint, "user", "pass")
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains(&address.to_string()), "{err}");
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failing_re_login_is_not_repeated_by_every_caller() {
+    let mut sim = Simulator::start(&["-username", "alice", "-password", "first"]);
+    let address = sim.address();
+    let session = connect(&sim.endpoint(), "alice", "first").await;
+    sim.kill();
+    // Back on the same address, but the password has changed.
+    let _changed = Simulator::start(&["-l", &address, "-username", "alice", "-password", "second"]);
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let s = session.clone();
+            tokio::spawn(async move { vm_count(&s).await })
+        })
+        .collect();
+    for call in calls {
+        let err = call.await.expect("task").expect_err("login fails");
+        assert!(matches!(err, Error::LoginFailed { .. }), "{err}");
+    }
+    assert_eq!(
+        session.logins(),
+        2,
+        "one failed Login for ten callers, then back-off"
+    );
+}
