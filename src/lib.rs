@@ -5,5 +5,7 @@
 //! API, [`vsphere`], which owns sessions, views, property collection, and the
 //! SOAP wire.
 
+pub mod agents;
 pub mod cli;
+pub mod methods;
 pub mod vsphere;

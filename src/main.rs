@@ -18,7 +18,8 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(cli::run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(message) => {
             eprintln!("vpoller: {message}");
             ExitCode::FAILURE

@@ -1,6 +1,9 @@
 //! The `vpoller` command line.
 
+pub mod call;
 pub mod collect;
+pub mod method_args;
+pub mod methods_cmd;
 pub mod secret;
 pub mod target;
 
@@ -30,11 +33,19 @@ pub struct Cli {
 pub enum Command {
     /// Print properties of vSphere objects as JSON
     Collect(collect::CollectArgs),
+    /// Run one method against a vSphere host and print the reply
+    Call(call::CallArgs),
+    /// List or check the method scripts
+    #[command(subcommand)]
+    Methods(methods_cmd::MethodsCommand),
 }
 
-/// Runs a parsed command; the error is printed by the caller.
-pub async fn run(cli: Cli) -> Result<(), String> {
+/// Runs a parsed command. `Ok(false)` means it ran but did not succeed
+/// (exit status 1 with nothing more to say); errors are printed by the caller.
+pub async fn run(cli: Cli) -> Result<bool, String> {
     match cli.command {
-        Command::Collect(args) => collect::run(args).await,
+        Command::Collect(args) => collect::run(args).await.map(|()| true),
+        Command::Call(args) => call::run(args).await,
+        Command::Methods(command) => methods_cmd::run(command),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::secret::read_password;
 use crate::vsphere::{Credentials, Endpoint, Session, SessionOptions, TlsMode};
 
+/// `--url` and `--user`, both required, plus how to connect.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// vSphere host: `host`, `host:port`, or an SDK URL such as https://vc01/sdk
@@ -17,6 +18,23 @@ pub struct TargetArgs {
     #[arg(long, short = 'u', value_name = "USER")]
     pub user: String,
 
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+impl TargetArgs {
+    /// Reads the password and logs in.
+    pub async fn connect(&self) -> Result<Session, String> {
+        let (endpoint, credentials) = self.connect.login_for(&self.url, &self.user)?;
+        Session::connect(&endpoint, credentials, SessionOptions::default())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// How to log in and trust the host, whichever host it is.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectArgs {
     /// Read the password from the first line of this file (else
     /// VPOLLER_PASSWORD, else a prompt)
     #[arg(long, value_name = "FILE")]
@@ -28,6 +46,35 @@ pub struct TargetArgs {
     /// Deadline for each vSphere call, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     pub timeout: f64,
+}
+
+impl ConnectArgs {
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            return Err(format!(
+                "--timeout {} must be a positive number of seconds",
+                self.timeout
+            ));
+        }
+        Ok(Endpoint {
+            url: Endpoint::sdk_url(url),
+            tls: self.tls.mode()?,
+            deadline: Duration::from_secs_f64(self.timeout),
+        })
+    }
+
+    /// The endpoint and credentials, reading the password now.
+    pub fn login_for(&self, url: &str, user: &str) -> Result<(Endpoint, Credentials), String> {
+        let endpoint = self.endpoint(url)?;
+        let password = read_password(self.password_file.as_deref(), user, &endpoint.host())?;
+        Ok((
+            endpoint,
+            Credentials {
+                user: user.to_string(),
+                password,
+            },
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -57,34 +104,5 @@ impl TlsArgs {
         } else {
             TlsMode::Verify
         })
-    }
-}
-
-impl TargetArgs {
-    pub fn endpoint(&self) -> Result<Endpoint, String> {
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            return Err(format!(
-                "--timeout {} must be a positive number of seconds",
-                self.timeout
-            ));
-        }
-        Ok(Endpoint {
-            url: Endpoint::sdk_url(&self.url),
-            tls: self.tls.mode()?,
-            deadline: Duration::from_secs_f64(self.timeout),
-        })
-    }
-
-    /// Reads the password and logs in.
-    pub async fn connect(&self) -> Result<Session, String> {
-        let endpoint = self.endpoint()?;
-        let password = read_password(self.password_file.as_deref(), &self.user, &endpoint.host())?;
-        let credentials = Credentials {
-            user: self.user.clone(),
-            password,
-        };
-        Session::connect(&endpoint, credentials, SessionOptions::default())
-            .await
-            .map_err(|e| e.to_string())
     }
 }

@@ -1,0 +1,85 @@
+//! The flags of every command that runs methods: where scripts live and
+//! what a call may spend.
+
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::methods::{Limits, MethodDirs};
+
+/// Where an installed admin puts their own methods, used when it exists and
+/// no --methods-dir is given.
+pub const DEFAULT_ADMIN_DIR: &str = "/etc/vpoller/methods.d";
+
+#[derive(Debug, Clone, Args)]
+pub struct MethodArgs {
+    /// An admin method directory; repeatable, later ones override earlier
+    /// ones and the built-in methods [default: /etc/vpoller/methods.d if it exists]
+    #[arg(long = "methods-dir", value_name = "DIR")]
+    pub methods_dirs: Vec<PathBuf>,
+
+    /// The built-in method directory [default: found beside the binary]
+    #[arg(long, value_name = "DIR", env = "VPOLLER_BUILTIN_METHODS")]
+    pub builtin_methods: Option<PathBuf>,
+
+    /// Lua instruction budget of one call
+    #[arg(long, value_name = "N", default_value_t = Limits::default().instructions)]
+    pub lua_instructions: u64,
+
+    /// Lua memory limit of one call, in MiB
+    #[arg(long, value_name = "MIB", default_value_t = Limits::default().memory >> 20)]
+    pub lua_memory_mb: usize,
+
+    /// Wall-clock limit of one call, in seconds (vSphere waits included)
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().timeout.as_secs_f64())]
+    pub lua_timeout: f64,
+}
+
+impl MethodArgs {
+    pub fn dirs(&self) -> MethodDirs {
+        let admin = if self.methods_dirs.is_empty() && Path::new(DEFAULT_ADMIN_DIR).is_dir() {
+            vec![PathBuf::from(DEFAULT_ADMIN_DIR)]
+        } else {
+            self.methods_dirs.clone()
+        };
+        MethodDirs {
+            builtin: self.builtin_methods.clone().or_else(builtin_dir),
+            admin,
+        }
+    }
+
+    pub fn limits(&self) -> Result<Limits, String> {
+        if !(self.lua_timeout.is_finite() && self.lua_timeout > 0.0) {
+            return Err(format!(
+                "--lua-timeout {} must be positive",
+                self.lua_timeout
+            ));
+        }
+        if self.lua_memory_mb == 0 || self.lua_instructions == 0 {
+            return Err("--lua-memory-mb and --lua-instructions must be positive".into());
+        }
+        Ok(Limits {
+            instructions: self.lua_instructions,
+            memory: self.lua_memory_mb << 20,
+            timeout: Duration::from_secs_f64(self.lua_timeout),
+        })
+    }
+}
+
+/// The built-in methods: `methods/` beside the binary, the installed
+/// `../share/vpoller/methods`, or, for a binary in a source tree's
+/// `target/`, the tree's own `methods/`.
+pub fn builtin_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let bin = exe.parent()?;
+    let candidates = [
+        bin.join("methods"),
+        bin.join("../share/vpoller/methods"),
+        bin.join("../../methods"),
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("methods"),
+    ];
+    candidates
+        .into_iter()
+        .find(|p| p.join("about.lua").is_file())
+        .map(|p| p.canonicalize().unwrap_or(p))
+}

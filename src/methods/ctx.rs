@@ -1,0 +1,200 @@
+//! `ctx`: a method's only door to vSphere.
+//!
+//! Every call goes through the vSphere core ([`crate::vsphere::Session`]) on
+//! the I/O runtime, so whatever caching or batching the core does helps every
+//! script without changing it. The Lua side only waits.
+
+use mlua::{Lua, UserData, UserDataMethods, Value};
+use serde_json::Value as Json;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+use super::convert::{from_lua, to_lua};
+use crate::vsphere::{MoRef, Session};
+
+/// Resolves the request's `hostname` to a vSphere session.
+pub trait Agents: Send + Sync + 'static {
+    /// Whether `hostname` names an agent that may be used (the registry's
+    /// answer, without logging in).
+    fn check(&self, hostname: &str) -> Result<(), String>;
+
+    /// The shared session for `hostname`, logging in if needed.
+    fn session<'a>(
+        &'a self,
+        hostname: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Session, String>> + Send + 'a>>;
+}
+
+/// One request's view of vSphere.
+pub struct Ctx {
+    agent: String,
+    agents: Arc<dyn Agents>,
+    io: tokio::runtime::Handle,
+    session: OnceCell<Session>,
+}
+
+impl Ctx {
+    pub fn new(agent: String, agents: Arc<dyn Agents>, io: tokio::runtime::Handle) -> Ctx {
+        Ctx {
+            agent,
+            agents,
+            io,
+            session: OnceCell::new(),
+        }
+    }
+
+    async fn session(&self) -> mlua::Result<Session> {
+        let agents = self.agents.clone();
+        let agent = self.agent.clone();
+        let io = self.io.clone();
+        self.session
+            .get_or_try_init(|| async move {
+                io.spawn(async move { agents.session(&agent).await })
+                    .await
+                    .map_err(|e| format!("connecting: {e}"))?
+            })
+            .await
+            .cloned()
+            .map_err(mlua::Error::RuntimeError)
+    }
+
+    /// Runs a core call on the I/O runtime and waits for it.
+    async fn core<T, F>(&self, call: impl FnOnce(Session) -> F + Send + 'static) -> mlua::Result<T>
+    where
+        F: Future<Output = Result<T, crate::vsphere::Error>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let session = self.session().await?;
+        self.io
+            .spawn(call(session))
+            .await
+            .map_err(|e| mlua::Error::RuntimeError(format!("vSphere call aborted: {e}")))?
+            .map_err(|e| mlua::Error::RuntimeError(e.to_string()))
+    }
+}
+
+fn strings(lua: &Lua, value: Value, what: &str) -> mlua::Result<Vec<String>> {
+    match from_lua(lua, value)? {
+        Json::String(s) => Ok(vec![s]),
+        Json::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Json::String(s) => Ok(s),
+                other => Err(mlua::Error::RuntimeError(format!(
+                    "{what} must be strings, not {other}"
+                ))),
+            })
+            .collect(),
+        other => Err(mlua::Error::RuntimeError(format!(
+            "{what} must be a list of strings, not {other}"
+        ))),
+    }
+}
+
+/// One reference `{type=..., value=...}` or a list of them.
+fn refs(lua: &Lua, value: Value) -> mlua::Result<Vec<MoRef>> {
+    let json = from_lua(lua, value)?;
+    let bad = || {
+        mlua::Error::RuntimeError(
+            "expected a managed object reference {type=..., value=...} or a list of them".into(),
+        )
+    };
+    if let Some(one) = MoRef::from_json(&json) {
+        return Ok(vec![one]);
+    }
+    match json {
+        Json::Array(items) => items
+            .iter()
+            .map(|v| MoRef::from_json(v).ok_or_else(bad))
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
+impl UserData for Ctx {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("agent", |_, this| Ok(this.agent.clone()));
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_async_method(
+            "discover",
+            |lua, this, (kind, properties): (String, Value)| async move {
+                let paths = strings(&lua, properties, "properties")?;
+                let rows = this
+                    .core(move |s| async move {
+                        let mut rows = Vec::new();
+                        s.discover(&kind, &paths, |o| {
+                            rows.push(o.into_row());
+                            ControlFlow::Continue(())
+                        })
+                        .await?;
+                        Ok(rows)
+                    })
+                    .await?;
+                to_lua(&lua, &Json::Array(rows))
+            },
+        );
+
+        methods.add_async_method(
+            "find",
+            |lua, this, (kind, property, value): (String, String, Value)| async move {
+                let value = from_lua(&lua, value)?;
+                let found = this
+                    .core(move |s| async move { s.find(&kind, &property, &value).await })
+                    .await?;
+                match found {
+                    Some(r) => to_lua(&lua, &r.to_json()),
+                    None => Ok(Value::Nil),
+                }
+            },
+        );
+
+        methods.add_async_method(
+            "get",
+            |lua, this, (objects, properties): (Value, Value)| async move {
+                let objects = refs(&lua, objects)?;
+                let paths = strings(&lua, properties, "properties")?;
+                let order = objects.clone();
+                let mut rows = this
+                    .core(move |s| async move { s.get_objects(&objects, &paths).await })
+                    .await?;
+                // In the order asked for, whatever order the server used.
+                rows.sort_by_key(|o| order.iter().position(|r| *r == o.obj));
+                let rows: Vec<Json> = rows.into_iter().map(|o| o.into_row()).collect();
+                to_lua(&lua, &Json::Array(rows))
+            },
+        );
+
+        methods.add_async_method("about", |lua, this, ()| async move {
+            let session = this.session().await?;
+            to_lua(&lua, session.about())
+        });
+
+        methods.add_async_method("content", |lua, this, ()| async move {
+            let session = this.session().await?;
+            to_lua(&lua, session.content())
+        });
+
+        methods.add_async_method(
+            "call",
+            |lua, this, (object, method, args): (Value, String, Value)| async move {
+                let target = refs(&lua, object)?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| mlua::Error::RuntimeError("call needs an object".into()))?;
+                let args = match args {
+                    Value::Nil => Json::Null,
+                    other => from_lua(&lua, other)?,
+                };
+                let out = this
+                    .core(move |s| async move { s.invoke(&method, &target, &args).await })
+                    .await?;
+                to_lua(&lua, &out)
+            },
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The method layer: every vPoller method is a Lua script.
+//!
+//! A request is dispatched by its `method` to a script from the [`catalog`],
+//! run in a [`sandbox`] state under per-call [`limits`] by [`run`], with
+//! [`ctx::Ctx`] as its only door to vSphere. The catalog reloads when a file
+//! changes ([`watch`]). Lua runs on a runtime of its own, so a busy script
+//! never stalls the I/O that other requests wait on; vSphere calls go back
+//! to the I/O runtime.
+
+pub mod catalog;
+pub mod convert;
+pub mod ctx;
+pub mod limits;
+pub mod reply;
+pub mod run;
+pub mod sandbox;
+pub mod watch;
+
+use arc_swap::ArcSwap;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+pub use catalog::{Catalog, MethodDirs, MethodSpec};
+pub use ctx::Agents;
+pub use limits::Limits;
+pub use reply::Reply;
+
+/// Loads, reloads and runs method scripts.
+pub struct MethodHost {
+    catalog: ArcSwap<Catalog>,
+    dirs: MethodDirs,
+    limits: Limits,
+    pool: run::StatePool,
+    agents: Arc<dyn Agents>,
+    io: tokio::runtime::Handle,
+    lua_runtime: LuaRuntime,
+    watch: Mutex<Option<watch::Watch>>,
+}
+
+/// The runtime Lua runs on; shut down without blocking when dropped (it
+/// may be dropped from inside async code).
+struct LuaRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for LuaRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl MethodHost {
+    /// Loads the catalog. `io` is the runtime vSphere calls run on.
+    pub fn new(
+        dirs: MethodDirs,
+        limits: Limits,
+        agents: Arc<dyn Agents>,
+        io: tokio::runtime::Handle,
+    ) -> Result<Arc<MethodHost>, String> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let lua_runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("vpoller-lua")
+            .enable_time()
+            .build()
+            .map_err(|e| format!("cannot start the Lua runtime: {e}"))?;
+        let catalog = Catalog::load(&dirs, None);
+        for problem in &catalog.problems {
+            tracing::error!("{problem}");
+        }
+        Ok(Arc::new(MethodHost {
+            catalog: ArcSwap::from_pointee(catalog),
+            dirs,
+            limits,
+            pool: run::StatePool::new(256),
+            agents,
+            io,
+            lua_runtime: LuaRuntime(Some(lua_runtime)),
+            watch: Mutex::new(None),
+        }))
+    }
+
+    /// The live catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Rescans the method directories; scripts that no longer load keep
+    /// their last good version. Returns the new catalog.
+    pub fn reload(&self) -> Arc<Catalog> {
+        let previous = self.catalog.load_full();
+        let next = Catalog::load(&self.dirs, Some(&previous));
+        let old_problems: std::collections::HashSet<&String> = previous.problems.iter().collect();
+        for problem in &next.problems {
+            if !old_problems.contains(problem) {
+                tracing::error!("{problem}");
+            }
+        }
+        if next.generation != previous.generation {
+            tracing::info!(
+                generation = next.generation,
+                methods = next.methods.len(),
+                "method catalog reloaded"
+            );
+        }
+        let next = Arc::new(next);
+        self.catalog.store(next.clone());
+        next
+    }
+
+    /// Reloads whenever a file in a method directory changes.
+    pub fn watch(self: &Arc<Self>) -> Result<(), String> {
+        let host = Arc::downgrade(self);
+        let dirs: Vec<PathBuf> = self.dirs.ordered();
+        let w = watch::watch(&dirs, move || {
+            if let Some(h) = host.upgrade() {
+                h.reload();
+            }
+        })?;
+        if let Ok(mut slot) = self.watch.lock() {
+            *slot = Some(w);
+        }
+        Ok(())
+    }
+
+    /// Idle Lua states kept for the next calls.
+    pub fn idle_states(&self) -> usize {
+        self.pool.idle()
+    }
+
+    /// Handles one request. Every request gets exactly one reply.
+    pub async fn handle(self: &Arc<Self>, request: Value) -> Reply {
+        let request = match request {
+            Value::Object(map) => Value::Object(normalise(map)),
+            other => {
+                return Reply::error(format!(
+                    "Expected a JSON object as the request, received {}",
+                    json_kind(&other)
+                ));
+            }
+        };
+        let catalog = self.catalog();
+        let Some(spec) = request
+            .get("method")
+            .and_then(Value::as_str)
+            .and_then(|m| catalog.get(m))
+            .cloned()
+        else {
+            return Reply::error("Unknown or missing task/method name");
+        };
+        let Some(agent) = request
+            .get("hostname")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return Reply::error("Unknown or missing agent name");
+        };
+        if let Err(e) = self.agents.check(&agent) {
+            return Reply::error(e);
+        }
+        let missing: Vec<&str> = spec
+            .required
+            .iter()
+            .filter(|f| request.get(f.as_str()).is_none_or(Value::is_null))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Reply::error(format!(
+                "Invalid task request: {} requires {}",
+                spec.name,
+                missing.join(", ")
+            ));
+        }
+
+        let call = run::Call {
+            spec: spec.clone(),
+            generation: catalog.generation,
+            lib_dirs: catalog.dirs.lib_dirs(),
+            limits: self.limits.clone(),
+            request,
+            ctx: ctx::Ctx::new(agent, self.agents.clone(), self.io.clone()),
+        };
+        let host = self.clone();
+        let started = std::time::Instant::now();
+        let Some(rt) = self.lua_runtime.0.as_ref() else {
+            return Reply::error("the method host is shutting down");
+        };
+        let reply = match rt
+            .spawn(async move { run::run(&host.pool, call).await })
+            .await
+        {
+            Ok(reply) => reply,
+            Err(e) => Reply::error(format!("{}: the call was aborted: {e}", spec.name)),
+        };
+        tracing::debug!(method = %spec.name, ms = started.elapsed().as_millis() as u64, success = reply.success, "method call");
+        reply
+    }
+}
+
+/// The Zabbix module sends the literal `(null)` for a parameter that was
+/// not given; it means the same as a JSON null.
+fn normalise(mut map: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    for value in map.values_mut() {
+        if value.as_str() == Some("(null)") {
+            *value = Value::Null;
+        }
+    }
+    map
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A Lua error as one line a user can act on: the script's own `file:line:
+/// message`, or for an error raised by a Rust callback (a failed vSphere
+/// call), the message prefixed with the script line that made the call.
+pub fn error_text(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::MemoryError(m) => format!("memory limit exceeded: {m}"),
+        mlua::Error::CallbackError { traceback, cause } => {
+            let inner = error_text(cause);
+            match script_line(traceback) {
+                Some(at) if !inner.starts_with(&at) => format!("{at}: {inner}"),
+                _ => inner,
+            }
+        }
+        mlua::Error::WithContext { context, cause } => format!("{context}: {}", error_text(cause)),
+        other => other.to_string(),
+    }
+}
+
+/// The first `path.lua:line` in a traceback.
+fn script_line(traceback: &str) -> Option<String> {
+    traceback.lines().find_map(|line| {
+        let line = line.trim();
+        let (place, _) = line.split_once(": ")?;
+        let (file, number) = place.rsplit_once(':')?;
+        (file.ends_with(".lua") && number.chars().all(|c| c.is_ascii_digit()))
+            .then(|| place.to_string())
+    })
+}

@@ -1,0 +1,43 @@
+//! The reply envelope every method call ends in.
+
+use serde_json::{Map, Value};
+
+/// `{"success": 0|1, "msg": ..., "result": ...}`, as vPoller sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub success: bool,
+    pub msg: String,
+    /// Present on success only.
+    pub result: Option<Value>,
+}
+
+impl Reply {
+    pub fn ok(msg: impl Into<String>, result: Value) -> Reply {
+        Reply {
+            success: true,
+            msg: msg.into(),
+            result: Some(result),
+        }
+    }
+
+    pub fn error(msg: impl Into<String>) -> Reply {
+        Reply {
+            success: false,
+            msg: msg.into(),
+            result: None,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        map.insert(
+            "success".into(),
+            Value::from(if self.success { 0 } else { 1 }),
+        );
+        map.insert("msg".into(), Value::String(self.msg.clone()));
+        if let Some(r) = &self.result {
+            map.insert("result".into(), r.clone());
+        }
+        Value::Object(map)
+    }
+}

@@ -1,0 +1,205 @@
+//! Running one method call in a Lua state of its own.
+//!
+//! States are pooled: a call takes an idle state (or makes one, about 100 µs),
+//! and gives it back when it ends cleanly. A state made under an older
+//! catalog generation is dropped instead, so a call always starts on the
+//! current scripts while calls already running finish on theirs. A state
+//! whose call hit a limit is dropped too.
+
+use mlua::{Function, Lua, MultiValue, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::catalog::{MethodSpec, compile_run};
+use super::convert::{from_lua, to_lua};
+use super::ctx::Ctx;
+use super::limits::Limits;
+use super::reply::Reply;
+use super::sandbox::{self, Budget, LibDirs};
+
+/// The message of a successful call whose script did not set one.
+pub const DEFAULT_SUCCESS_MSG: &str = "Success";
+
+pub(crate) struct PooledState {
+    lua: Lua,
+    generation: u64,
+    runs: HashMap<String, Function>,
+}
+
+/// Idle states, ready for the next call.
+pub(crate) struct StatePool {
+    idle: Mutex<Vec<PooledState>>,
+    max_idle: usize,
+}
+
+impl StatePool {
+    pub fn new(max_idle: usize) -> StatePool {
+        StatePool {
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+        }
+    }
+
+    fn take(
+        &self,
+        generation: u64,
+        lib_dirs: &LibDirs,
+        limits: &Limits,
+    ) -> mlua::Result<PooledState> {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|s| s.generation == generation);
+            if let Some(state) = idle.pop() {
+                return Ok(state);
+            }
+        }
+        Ok(PooledState {
+            lua: sandbox::new_state(lib_dirs.clone(), limits.memory)?,
+            generation,
+            runs: HashMap::new(),
+        })
+    }
+
+    fn give_back(&self, state: PooledState) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(state);
+        }
+    }
+
+    pub fn idle(&self) -> usize {
+        self.idle.lock().map(|i| i.len()).unwrap_or(0)
+    }
+}
+
+/// Everything one call needs.
+pub(crate) struct Call {
+    pub spec: Arc<MethodSpec>,
+    pub generation: u64,
+    pub lib_dirs: LibDirs,
+    pub limits: Limits,
+    pub request: serde_json::Value,
+    pub ctx: Ctx,
+}
+
+/// Runs a call to its reply. Never panics on what the script does.
+pub(crate) async fn run(pool: &StatePool, call: Call) -> Reply {
+    let spec = call.spec.clone();
+    let script = format!("{} ({})", spec.name, spec.file.display());
+    let mut state = match pool.take(call.generation, &call.lib_dirs, &call.limits) {
+        Ok(s) => s,
+        Err(e) => return Reply::error(format!("{}: cannot make a Lua state: {e}", spec.name)),
+    };
+    let outcome = run_in(&mut state, call, &script).await;
+    let reusable = outcome.is_ok() && sandbox::limit_spent(&state.lua).is_none();
+    let reply = match outcome {
+        Ok(reply) => reply,
+        Err(message) => {
+            tracing::warn!(method = %spec.name, "{message}");
+            Reply::error(message)
+        }
+    };
+    if reusable {
+        pool.give_back(state);
+    }
+    reply
+}
+
+async fn run_in(state: &mut PooledState, call: Call, script: &str) -> Result<Reply, String> {
+    let lua = state.lua.clone();
+    let spec = &call.spec;
+    let limits = &call.limits;
+
+    sandbox::set_budget(&lua, Budget::new(script, &Limits::for_loading()));
+    let run_fn = match state.runs.get(&spec.name) {
+        Some(f) => f.clone(),
+        None => {
+            let f = compile_run(&lua, spec).map_err(|e| super::error_text(&e))?;
+            state.runs.insert(spec.name.clone(), f.clone());
+            f
+        }
+    };
+
+    let base_memory = lua.used_memory();
+    lua.set_memory_limit(base_memory.saturating_add(limits.memory))
+        .map_err(|e| format!("{script}: cannot set the memory limit: {e}"))?;
+    let budget = Budget::new(script, limits).yielding();
+    let deadline_message = budget.deadline_message();
+    sandbox::set_budget(&lua, budget);
+
+    let request = to_lua(&lua, &call.request).map_err(|e| format!("{script}: request: {e}"))?;
+    let ctx = lua
+        .create_userdata(call.ctx)
+        .map_err(|e| format!("{script}: {e}"))?;
+    let thread = lua
+        .create_thread(run_fn)
+        .map_err(|e| format!("{script}: {e}"))?;
+    let running = thread
+        .into_async::<MultiValue>((ctx, request))
+        .map_err(|e| format!("{script}: {e}"))?;
+
+    let finished = tokio::time::timeout(limits.timeout, running).await;
+    let values = match finished {
+        Err(_) => {
+            // The coroutine is abandoned mid-call; the state goes with it.
+            sandbox::mark_spent(&lua, &deadline_message);
+            return Err(deadline_message);
+        }
+        Ok(Err(e)) => {
+            if let Some(spent) = sandbox::limit_spent(&lua) {
+                return Err(spent);
+            }
+            if is_memory_error(&e) {
+                let message = format!(
+                    "memory limit of {} MiB exceeded in {script}",
+                    limits.memory >> 20
+                );
+                sandbox::mark_spent(&lua, &message);
+                return Err(message);
+            }
+            return Err(super::error_text(&e));
+        }
+        Ok(Ok(values)) => values,
+    };
+    let reply = shape_reply(&lua, &spec.name, values);
+    let _ = lua.set_memory_limit(base_memory.saturating_add(limits.memory));
+    Ok(reply)
+}
+
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),
+        mlua::Error::WithContext { cause, .. } => is_memory_error(cause),
+        mlua::Error::RuntimeError(m) => m.contains("not enough memory"),
+        _ => false,
+    }
+}
+
+/// `return result[, msg]` is success; `return nil, msg` is a failure with
+/// exactly that message.
+fn shape_reply(lua: &Lua, method: &str, values: MultiValue) -> Reply {
+    let mut values = values.into_iter();
+    let first = values.next().unwrap_or(Value::Nil);
+    let second = values.next().unwrap_or(Value::Nil);
+    let msg = match &second {
+        Value::String(s) => Some(s.to_string_lossy().to_string()),
+        Value::Nil => None,
+        other => Some(other.to_string().unwrap_or_default()),
+    };
+    if first.is_nil() {
+        return Reply::error(msg.unwrap_or_else(|| {
+            format!("method {method} returned nothing (return a result, or nil and a message)")
+        }));
+    }
+    match from_lua(lua, first) {
+        Ok(result) => Reply::ok(
+            msg.unwrap_or_else(|| DEFAULT_SUCCESS_MSG.to_string()),
+            result,
+        ),
+        Err(e) => Reply::error(format!(
+            "method {method} returned a value that cannot be sent as JSON: {}",
+            super::error_text(&e)
+        )),
+    }
+}
