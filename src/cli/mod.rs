@@ -34,7 +34,7 @@ pub enum Command {
     /// Print properties of vSphere objects as JSON
     Collect(collect::CollectArgs),
     /// Run one method against a vSphere host and print the reply
-    Call(call::CallArgs),
+    Call(Box<call::CallArgs>),
     /// List or check the method scripts
     #[command(subcommand)]
     Methods(methods_cmd::MethodsCommand),
@@ -45,7 +45,7 @@ pub enum Command {
 pub async fn run(cli: Cli) -> Result<bool, String> {
     match cli.command {
         Command::Collect(args) => collect::run(args).await.map(|()| true),
-        Command::Call(args) => call::run(args).await,
+        Command::Call(args) => call::run(*args).await,
         Command::Methods(command) => methods_cmd::run(command),
     }
 }

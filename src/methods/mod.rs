@@ -225,7 +225,11 @@ fn json_kind(v: &Value) -> &'static str {
 /// call), the message prefixed with the script line that made the call.
 pub fn error_text(e: &mlua::Error) -> String {
     match e {
-        mlua::Error::RuntimeError(m) => m.clone(),
+        // The traceback is for logs; the message is for the caller.
+        mlua::Error::RuntimeError(m) => m
+            .split_once("\nstack traceback:")
+            .map_or(m.as_str(), |(head, _)| head)
+            .to_string(),
         mlua::Error::SyntaxError { message, .. } => message.clone(),
         mlua::Error::MemoryError(m) => format!("memory limit exceeded: {m}"),
         mlua::Error::CallbackError { traceback, cause } => {

@@ -157,3 +157,59 @@ pub async fn try_connect(
 pub fn pem_thumbprint(path: &Path) -> String {
     vpoller::vsphere::tls::pem_file_thumbprint(path).expect("thumbprint of the PEM file")
 }
+
+/// A method host over one simulator, with the project's built-in methods
+/// and the given admin directories.
+pub fn method_host(
+    sim: &Simulator,
+    admin: &[PathBuf],
+    limits: vpoller::methods::Limits,
+) -> std::sync::Arc<vpoller::methods::MethodHost> {
+    method_host_with_agent(sim, admin, limits).0
+}
+
+/// As [`method_host`], also returning the agent, to look at its session.
+pub fn method_host_with_agent(
+    sim: &Simulator,
+    admin: &[PathBuf],
+    limits: vpoller::methods::Limits,
+) -> (
+    std::sync::Arc<vpoller::methods::MethodHost>,
+    std::sync::Arc<vpoller::agents::DirectAgent>,
+) {
+    let agent = std::sync::Arc::new(vpoller::agents::DirectAgent::new(
+        "vcsim",
+        sim.endpoint(),
+        Credentials {
+            user: "user".into(),
+            password: Password::new("pass"),
+        },
+    ));
+    let dirs = vpoller::methods::MethodDirs {
+        builtin: Some(project_dir().join("methods")),
+        admin: admin.to_vec(),
+    };
+    let host = vpoller::methods::MethodHost::new(
+        dirs,
+        limits,
+        agent.clone(),
+        tokio::runtime::Handle::current(),
+    )
+    .expect("method host");
+    (host, agent)
+}
+
+/// A request as vpoller-client sends it, for the `vcsim` agent.
+pub fn request(method: &str, fields: serde_json::Value) -> serde_json::Value {
+    let mut req = serde_json::json!({
+        "method": method, "hostname": "vcsim", "name": null, "username": null,
+        "password": null, "key": null, "properties": null, "counter-name": null,
+        "instance": null, "max-sample": null, "perf-interval": null, "helper": null,
+    });
+    if let (Some(r), Some(f)) = (req.as_object_mut(), fields.as_object()) {
+        for (k, v) in f {
+            r.insert(k.clone(), v.clone());
+        }
+    }
+    req
+}

@@ -1,0 +1,128 @@
+//! `vpoller call` and `vpoller methods` end to end.
+
+mod common;
+
+use common::Simulator;
+use serde_json::Value;
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+fn simulator() -> &'static Simulator {
+    static SIM: OnceLock<Simulator> = OnceLock::new();
+    SIM.get_or_init(|| Simulator::start(&[]))
+}
+
+fn vpoller(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpoller"))
+        .args(args)
+        .env("VPOLLER_PASSWORD", "pass")
+        .env_remove("VPOLLER_BUILTIN_METHODS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vpoller")
+}
+
+fn call(extra: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec!["call"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--url", simulator().url.as_str(), "-u", "user"]);
+    let out = vpoller(&args);
+    let reply = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), reply)
+}
+
+#[test]
+fn a_method_call_prints_the_reply_envelope() {
+    let (code, reply) = call(&[
+        "vm.get",
+        "-n",
+        "DC0_H0_VM0",
+        "-p",
+        "runtime.powerState,runtime.host",
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(reply["success"], 0);
+    assert_eq!(reply["msg"], "Successfully retrieved object properties");
+    let row = &reply["result"][0];
+    assert_eq!(row["name"], "DC0_H0_VM0");
+    assert_eq!(row["runtime.powerState"], "poweredOn");
+    assert_eq!(
+        row["runtime.host"]["type"], "HostSystem",
+        "references are serialised, not a crash"
+    );
+}
+
+#[test]
+fn a_failed_call_exits_1_with_the_envelope() {
+    let (code, reply) = call(&["vm.get", "-n", "no-such-vm", "-p", "name"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        reply,
+        serde_json::json!({"success": 1, "msg": "Cannot find object no-such-vm"})
+    );
+    let (code, reply) = call(&["no.such.method"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(reply["msg"], "Unknown or missing task/method name");
+}
+
+#[test]
+fn an_admin_directory_is_used_and_checked() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(
+        dir.path().join("hello.lua"),
+        "return { api = 1, name = 'hello', description = 'says hello', run = function(ctx, req) return { ctx.agent } end }",
+    )
+    .expect("write");
+    let admin = dir.path().to_str().expect("path");
+    let (code, reply) = call(&["hello", "--methods-dir", admin]);
+    assert_eq!(code, Some(0), "{reply}");
+    assert_eq!(reply["result"][0], simulator().url.as_str());
+
+    let out = vpoller(&["methods", "list", "--methods-dir", admin]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("hello") && listing.contains("says hello"),
+        "{listing}"
+    );
+    assert!(
+        listing.contains("vm.get"),
+        "built-ins are listed too: {listing}"
+    );
+
+    let broken = dir.path().join("broken.lua");
+    std::fs::write(
+        &broken,
+        "return {\n api = 1,\n name = 'broken',\n run = function() return 1 +  end }",
+    )
+    .expect("write");
+    let out = vpoller(&["methods", "check", broken.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{}:4:", broken.display())), "{text}");
+
+    let out = vpoller(&["methods", "check", "--methods-dir", admin]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the directory holds a broken script"
+    );
+    let out = vpoller(&["methods", "check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = vpoller(&["call", "vm.get"]);
+    assert_eq!(out.status.code(), Some(2));
+}
