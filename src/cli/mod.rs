@@ -1,5 +1,6 @@
 //! The `vpoller` command line.
 
+pub mod agent_cmd;
 pub mod call;
 pub mod collect;
 pub mod method_args;
@@ -35,6 +36,9 @@ pub enum Command {
     Collect(collect::CollectArgs),
     /// Run one method against a vSphere host and print the reply
     Call(Box<call::CallArgs>),
+    /// Manage the vSphere hosts vpoller polls
+    #[command(subcommand)]
+    Agent(agent_cmd::AgentCommand),
     /// List or check the method scripts
     #[command(subcommand)]
     Methods(methods_cmd::MethodsCommand),
@@ -47,5 +51,6 @@ pub async fn run(cli: Cli) -> Result<bool, String> {
         Command::Collect(args) => collect::run(args).await.map(|()| true),
         Command::Call(args) => call::run(*args).await,
         Command::Methods(command) => methods_cmd::run(command),
+        Command::Agent(command) => agent_cmd::run(command).await,
     }
 }

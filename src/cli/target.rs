@@ -49,17 +49,22 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
+    /// The deadline of each vSphere call.
+    pub fn deadline(&self) -> Result<Duration, String> {
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             return Err(format!(
                 "--timeout {} must be a positive number of seconds",
                 self.timeout
             ));
         }
+        Ok(Duration::from_secs_f64(self.timeout))
+    }
+
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
         Ok(Endpoint {
             url: Endpoint::sdk_url(url),
             tls: self.tls.mode()?,
-            deadline: Duration::from_secs_f64(self.timeout),
+            deadline: self.deadline()?,
         })
     }
 

@@ -1,8 +1,8 @@
 //! `ctx`: a method's only door to vSphere.
 //!
-//! Every call goes through the vSphere core ([`crate::vsphere::Session`]) on
-//! the I/O runtime, so whatever caching or batching the core does helps every
-//! script without changing it. The Lua side only waits.
+//! Every call goes through the vSphere core ([`crate::vsphere::Session`]), so
+//! whatever caching or batching the core does helps every script without
+//! changing it. While a call waits, the script's state is parked.
 
 use mlua::{Lua, UserData, UserDataMethods, Value};
 use serde_json::Value as Json;
@@ -32,46 +32,35 @@ pub trait Agents: Send + Sync + 'static {
 pub struct Ctx {
     agent: String,
     agents: Arc<dyn Agents>,
-    io: tokio::runtime::Handle,
     session: OnceCell<Session>,
 }
 
 impl Ctx {
-    pub fn new(agent: String, agents: Arc<dyn Agents>, io: tokio::runtime::Handle) -> Ctx {
+    pub fn new(agent: String, agents: Arc<dyn Agents>) -> Ctx {
         Ctx {
             agent,
             agents,
-            io,
             session: OnceCell::new(),
         }
     }
 
     async fn session(&self) -> mlua::Result<Session> {
-        let agents = self.agents.clone();
-        let agent = self.agent.clone();
-        let io = self.io.clone();
         self.session
-            .get_or_try_init(|| async move {
-                io.spawn(async move { agents.session(&agent).await })
-                    .await
-                    .map_err(|e| format!("connecting: {e}"))?
-            })
+            .get_or_try_init(|| self.agents.session(&self.agent))
             .await
             .cloned()
             .map_err(mlua::Error::RuntimeError)
     }
 
-    /// Runs a core call on the I/O runtime and waits for it.
-    async fn core<T, F>(&self, call: impl FnOnce(Session) -> F + Send + 'static) -> mlua::Result<T>
+    /// Makes a core call with the request's session, polled right here:
+    /// handing it to a task of its own would add a thread hop per call.
+    async fn core<T, F>(&self, call: impl FnOnce(Session) -> F) -> mlua::Result<T>
     where
-        F: Future<Output = Result<T, crate::vsphere::Error>> + Send + 'static,
-        T: Send + 'static,
+        F: Future<Output = Result<T, crate::vsphere::Error>>,
     {
         let session = self.session().await?;
-        self.io
-            .spawn(call(session))
+        call(session)
             .await
-            .map_err(|e| mlua::Error::RuntimeError(format!("vSphere call aborted: {e}")))?
             .map_err(|e| mlua::Error::RuntimeError(e.to_string()))
     }
 }

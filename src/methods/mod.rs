@@ -3,9 +3,10 @@
 //! A request is dispatched by its `method` to a script from the [`catalog`],
 //! run in a [`sandbox`] state under per-call [`limits`] by [`run`], with
 //! [`ctx::Ctx`] as its only door to vSphere. The catalog reloads when a file
-//! changes ([`watch`]). Lua runs on a runtime of its own, so a busy script
-//! never stalls the I/O that other requests wait on; vSphere calls go back
-//! to the I/O runtime.
+//! changes ([`watch`]). A call runs as an ordinary task on the caller's
+//! async runtime: while a script waits for vSphere its state is parked, and
+//! a script that computes for long yields every half millisecond (see
+//! [`sandbox`]), so one busy script does not stall the others.
 
 pub mod catalog;
 pub mod convert;
@@ -33,52 +34,24 @@ pub struct MethodHost {
     limits: Limits,
     pool: run::StatePool,
     agents: Arc<dyn Agents>,
-    io: tokio::runtime::Handle,
-    lua_runtime: LuaRuntime,
     watch: Mutex<Option<watch::Watch>>,
 }
 
-/// The runtime Lua runs on; shut down without blocking when dropped (it
-/// may be dropped from inside async code).
-struct LuaRuntime(Option<tokio::runtime::Runtime>);
-
-impl Drop for LuaRuntime {
-    fn drop(&mut self) {
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
 impl MethodHost {
-    /// Loads the catalog. `io` is the runtime vSphere calls run on.
-    pub fn new(
-        dirs: MethodDirs,
-        limits: Limits,
-        agents: Arc<dyn Agents>,
-        io: tokio::runtime::Handle,
-    ) -> Result<Arc<MethodHost>, String> {
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let lua_runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("vpoller-lua")
-            .enable_time()
-            .build()
-            .map_err(|e| format!("cannot start the Lua runtime: {e}"))?;
+    /// Loads the catalog; problems with scripts are logged, not fatal.
+    pub fn new(dirs: MethodDirs, limits: Limits, agents: Arc<dyn Agents>) -> Arc<MethodHost> {
         let catalog = Catalog::load(&dirs, None);
         for problem in &catalog.problems {
             tracing::error!("{problem}");
         }
-        Ok(Arc::new(MethodHost {
+        Arc::new(MethodHost {
             catalog: ArcSwap::from_pointee(catalog),
             dirs,
             limits,
             pool: run::StatePool::new(256),
             agents,
-            io,
-            lua_runtime: LuaRuntime(Some(lua_runtime)),
             watch: Mutex::new(None),
-        }))
+        })
     }
 
     /// The live catalog.
@@ -179,20 +152,10 @@ impl MethodHost {
             lib_dirs: catalog.dirs.lib_dirs(),
             limits: self.limits.clone(),
             request,
-            ctx: ctx::Ctx::new(agent, self.agents.clone(), self.io.clone()),
+            ctx: ctx::Ctx::new(agent, self.agents.clone()),
         };
-        let host = self.clone();
         let started = std::time::Instant::now();
-        let Some(rt) = self.lua_runtime.0.as_ref() else {
-            return Reply::error("the method host is shutting down");
-        };
-        let reply = match rt
-            .spawn(async move { run::run(&host.pool, call).await })
-            .await
-        {
-            Ok(reply) => reply,
-            Err(e) => Reply::error(format!("{}: the call was aborted: {e}", spec.name)),
-        };
+        let reply = run::run(&self.pool, call).await;
         tracing::debug!(method = %spec.name, ms = started.elapsed().as_millis() as u64, success = reply.success, "method call");
         reply
     }

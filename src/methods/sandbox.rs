@@ -11,7 +11,7 @@
 //! checks the wall-clock deadline; `pcall` and `xpcall` re-raise once a limit
 //! is spent, so a script cannot catch its way past one. Memory is capped per
 //! state, and each concurrent call has a state of its own. The same hook
-//! yields to the async runtime every millisecond or so, so a busy script
+//! yields to the async runtime every half millisecond, so a busy script
 //! shares its thread with the other calls.
 
 use mlua::chunk::ChunkMode;
@@ -27,7 +27,7 @@ use super::limits::Limits;
 /// How many instructions run between two hook calls.
 const HOOK_STEP: u32 = 1000;
 /// How long a script may run before yielding to the other calls.
-const YIELD_AFTER: Duration = Duration::from_millis(2);
+const YIELD_AFTER: Duration = Duration::from_micros(500);
 
 /// The per-call accounting the hook reads.
 pub(crate) struct Budget {

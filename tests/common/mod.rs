@@ -189,13 +189,7 @@ pub fn method_host_with_agent(
         builtin: Some(project_dir().join("methods")),
         admin: admin.to_vec(),
     };
-    let host = vpoller::methods::MethodHost::new(
-        dirs,
-        limits,
-        agent.clone(),
-        tokio::runtime::Handle::current(),
-    )
-    .expect("method host");
+    let host = vpoller::methods::MethodHost::new(dirs, limits, agent.clone());
     (host, agent)
 }
 

@@ -85,14 +85,15 @@ impl<'x> Decoder<'x> {
     }
 
     /// The next child element of the element being read, or `None` once its
-    /// end tag (or the end of the document) is reached. Text between
-    /// elements is skipped.
+    /// end tag is reached. Text between elements is skipped. A document that
+    /// ends before its elements are closed is an error (a truncated reply).
     pub fn next_child(&mut self) -> Result<Option<Element<'x>>> {
         loop {
             match self.reader.read_event()? {
                 Event::Start(start) => return self.element(start, false).map(Some),
                 Event::Empty(start) => return self.element(start, true).map(Some),
-                Event::End(_) | Event::Eof => return Ok(None),
+                Event::End(_) => return Ok(None),
+                Event::Eof => return Err(DecodeError("the document ends early (truncated reply)".into())),
                 _ => {}
             }
         }
@@ -147,18 +148,7 @@ impl<'x> Decoder<'x> {
             match self.reader.read_event()? {
                 Event::Text(t) => text.push_str(&t.xml_content(XmlVersion::Implicit1_0)),
                 Event::CData(c) => text.push_str(&c.xml_content(XmlVersion::Implicit1_0)),
-                Event::GeneralRef(r) => {
-                    if let Some(ch) = r
-                        .resolve_char_ref()
-                        .map_err(|e| DecodeError(format!("bad character reference: {e}")))?
-                    {
-                        text.push(ch);
-                    } else if let Some(s) = resolve_predefined_entity(&r) {
-                        text.push_str(s);
-                    } else {
-                        return Err(DecodeError(format!("unknown entity &{};", &*r)));
-                    }
-                }
+                Event::GeneralRef(r) => push_reference(&mut text, &r)?,
                 Event::Start(child) => {
                     self.reader.read_to_end(child.name())?;
                 }
@@ -250,13 +240,7 @@ impl<'x> Decoder<'x> {
                     insert_repeated(object.get_or_insert_with(Map::new), name, value);
                 }
                 Event::Text(t) => text.push_str(&t.xml_content(XmlVersion::Implicit1_0)),
-                Event::GeneralRef(r) => {
-                    if let Ok(Some(ch)) = r.resolve_char_ref() {
-                        text.push(ch);
-                    } else if let Some(s) = resolve_predefined_entity(&r) {
-                        text.push_str(s);
-                    }
-                }
+                Event::GeneralRef(r) => push_reference(&mut text, &r)?,
                 Event::CData(c) => text.push_str(&c.xml_content(XmlVersion::Implicit1_0)),
                 Event::End(_) => break,
                 Event::Eof => return Err(DecodeError("document ends inside an element".into())),
@@ -268,6 +252,21 @@ impl<'x> Decoder<'x> {
             None => Value::String(text),
         })
     }
+}
+
+/// Appends what `&name;` or `&#N;` stands for.
+fn push_reference(text: &mut String, r: &quick_xml::events::BytesRef<'_>) -> Result<()> {
+    if let Some(ch) = r
+        .resolve_char_ref()
+        .map_err(|e| DecodeError(format!("bad character reference: {e}")))?
+    {
+        text.push(ch);
+    } else if let Some(s) = resolve_predefined_entity(r) {
+        text.push_str(s);
+    } else {
+        return Err(DecodeError(format!("unknown entity &{};", &**r)));
+    }
+    Ok(())
 }
 
 fn insert_field(object: &mut Map<String, Value>, name: String, value: Value, array: bool) {
@@ -443,18 +442,20 @@ mod tests {
 
     #[test]
     fn malformed_xml_is_an_error_not_a_panic() {
-        for bad in [
+        let bad: [&'static str; 5] = [
             "",
             "<a>",
-            "<soapenv:Envelope><Body><x>&bogus;</x>",
+            "<soapenv:Envelope><soapenv:Body><RetrievePropertiesExResponse><returnval><objects><obj type=\"VirtualMachine\">vm-1</obj><propSet><name>n</name><val>&bogus;</val></propSet></objects>",
             "not xml at all <<<",
-        ] {
-            let mut decoder = Decoder::new(bad.as_bytes());
-            let opened = crate::vsphere::soap::open_body(&mut decoder);
-            assert!(
-                !matches!(opened, Ok(Ok(()))),
-                "{bad:?} was taken for a response"
-            );
+            "<soapenv:Envelope><soapenv:Body><RetrievePropertiesExResponse><returnval><objects></wrong>",
+        ];
+        for text in bad {
+            let reply = Reply {
+                body: bytes::Bytes::from_static(text.as_bytes()),
+                session_cookie: None,
+            };
+            let parsed = parse_page("test", "RetrievePropertiesEx", &reply, &mut |_| ControlFlow::Continue(()));
+            assert!(parsed.is_err(), "{text:?} was taken for a response");
         }
     }
 }

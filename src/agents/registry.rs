@@ -1,0 +1,199 @@
+//! The daemon's view of the agent registry: each request's `hostname`
+//! resolved to a shared vSphere session.
+//!
+//! The registry is re-read whenever another process commits to it (SQLite's
+//! `data_version`), so an agent added, changed, enabled or disabled with
+//! `vpoller agent` is used by the next request, with no restart. An agent
+//! whose login details changed gets a new session; the old one is logged out.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::OnceCell;
+
+use super::store::{AgentRecord, Store};
+use crate::methods::Agents;
+use crate::vsphere::{Credentials, Endpoint, Password, Session, SessionOptions};
+
+/// What a session was made from; a change means a new session.
+#[derive(Clone, PartialEq)]
+struct LoginDetails {
+    url: String,
+    username: String,
+    password: String,
+    tls: crate::vsphere::TlsMode,
+}
+
+struct Slot {
+    details: LoginDetails,
+    session: OnceCell<Session>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    version: Option<i64>,
+    agents: HashMap<String, (AgentRecord, Result<Password, String>)>,
+}
+
+pub struct RegistryAgents {
+    store: Mutex<Store>,
+    snapshot: Mutex<Snapshot>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    options: SessionOptions,
+    deadline: Duration,
+}
+
+impl RegistryAgents {
+    pub fn open(db: &Path, key_file: &Path, deadline: Duration) -> Result<RegistryAgents, String> {
+        let store = Store::open(db, Some(key_file))?;
+        let agents = RegistryAgents {
+            store: Mutex::new(store),
+            snapshot: Mutex::new(Snapshot::default()),
+            slots: Mutex::new(HashMap::new()),
+            options: SessionOptions::default(),
+            deadline,
+        };
+        agents.refresh()?;
+        Ok(agents)
+    }
+
+    /// Re-reads the agents if the database changed since the last read.
+    fn refresh(&self) -> Result<(), String> {
+        let store = self
+            .store
+            .lock()
+            .map_err(|_| "agent store poisoned".to_string())?;
+        let version = store.data_version()?;
+        let mut snapshot = self
+            .snapshot
+            .lock()
+            .map_err(|_| "agent cache poisoned".to_string())?;
+        if snapshot.version == Some(version) {
+            return Ok(());
+        }
+        let mut agents = HashMap::new();
+        for record in store.list()? {
+            let password = store.password(&record.hostname);
+            agents.insert(record.hostname.clone(), (record, password));
+        }
+        *snapshot = Snapshot {
+            version: Some(version),
+            agents,
+        };
+        Ok(())
+    }
+
+    fn lookup(&self, hostname: &str) -> Result<(AgentRecord, Password), String> {
+        self.refresh()?;
+        let snapshot = self
+            .snapshot
+            .lock()
+            .map_err(|_| "agent cache poisoned".to_string())?;
+        match snapshot.agents.get(hostname) {
+            None => Err("Unknown or missing agent name".into()),
+            Some((record, _)) if !record.enabled => Err(format!(
+                "Agent {hostname} is disabled (enable it with `vpoller agent enable -H {hostname}`)"
+            )),
+            Some((record, password)) => Ok((record.clone(), password.clone()?)),
+        }
+    }
+
+    /// The sessions made so far, by agent.
+    pub fn sessions(&self) -> Vec<(String, Session)> {
+        let slots = self.slots.lock().map(|s| s.clone()).unwrap_or_default();
+        slots
+            .into_iter()
+            .filter_map(|(h, slot)| slot.session.get().cloned().map(|s| (h, s)))
+            .collect()
+    }
+
+    /// Logs out of every session (on shutdown).
+    pub async fn logout_all(&self) {
+        for (hostname, session) in self.sessions() {
+            if let Err(e) = session.logout().await {
+                tracing::warn!(agent = %hostname, "logout failed: {e}");
+            }
+        }
+    }
+
+    fn slot(&self, hostname: &str, details: LoginDetails) -> Arc<Slot> {
+        let Ok(mut slots) = self.slots.lock() else {
+            return Arc::new(Slot {
+                details,
+                session: OnceCell::new(),
+            });
+        };
+        if let Some(slot) = slots.get(hostname)
+            && slot.details == details
+        {
+            return slot.clone();
+        }
+        let fresh = Arc::new(Slot {
+            details,
+            session: OnceCell::new(),
+        });
+        if let Some(old) = slots.insert(hostname.to_string(), fresh.clone())
+            && let Some(session) = old.session.get().cloned()
+        {
+            tracing::info!(agent = %hostname, "agent changed; replacing its vSphere session");
+            tokio::spawn(async move {
+                let _ = session.logout().await;
+            });
+        }
+        fresh
+    }
+
+    fn record_login(&self, hostname: &str, outcome: Result<(), &str>) {
+        if let Ok(store) = self.store.lock() {
+            store.record_login(hostname, outcome);
+        }
+    }
+}
+
+impl Agents for RegistryAgents {
+    fn check(&self, hostname: &str) -> Result<(), String> {
+        self.lookup(hostname).map(|_| ())
+    }
+
+    fn session<'a>(
+        &'a self,
+        hostname: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Session, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let (record, password) = self.lookup(hostname)?;
+            let details = LoginDetails {
+                url: record.sdk_url(),
+                username: record.username.clone(),
+                password: password.expose().to_string(),
+                tls: record.tls.clone(),
+            };
+            let slot = self.slot(hostname, details);
+            let result = slot
+                .session
+                .get_or_try_init(|| async {
+                    let endpoint = Endpoint {
+                        url: slot.details.url.clone(),
+                        tls: slot.details.tls.clone(),
+                        deadline: self.deadline,
+                    };
+                    let credentials = Credentials {
+                        user: slot.details.username.clone(),
+                        password: Password::new(slot.details.password.clone()),
+                    };
+                    let outcome = Session::connect(&endpoint, credentials, self.options.clone())
+                        .await
+                        .map_err(|e| e.to_string());
+                    self.record_login(
+                        hostname,
+                        outcome.as_ref().map(|_| ()).map_err(String::as_str),
+                    );
+                    outcome
+                })
+                .await;
+            result.cloned()
+        })
+    }
+}
