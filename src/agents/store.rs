@@ -127,6 +127,15 @@ impl Store {
     /// Opens an existing database. The key is needed only to read or write
     /// passwords; it is checked against the database here.
     pub fn open(db: &Path, key_file: Option<&Path>) -> Result<Store, String> {
+        Store::open_mode(db, key_file, false)
+    }
+
+    /// As [`Store::open`], read-only: for readers that must never write.
+    pub fn open_read_only(db: &Path, key_file: Option<&Path>) -> Result<Store, String> {
+        Store::open_mode(db, key_file, true)
+    }
+
+    fn open_mode(db: &Path, key_file: Option<&Path>, read_only: bool) -> Result<Store, String> {
         if !db.exists() {
             return Err(format!(
                 "no agent database at {}; create it with `vpoller agent init -d {}`",
@@ -134,10 +143,12 @@ impl Store {
                 db.display()
             ));
         }
-        let conn = Connection::open_with_flags(
-            db,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        let read_write = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = if read_only {
+            Err(rusqlite::Error::InvalidQuery)
+        } else {
+            Connection::open_with_flags(db, read_write)
+        }
         .or_else(|_| {
             Connection::open_with_flags(
                 db,

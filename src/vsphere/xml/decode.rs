@@ -93,7 +93,11 @@ impl<'x> Decoder<'x> {
                 Event::Start(start) => return self.element(start, false).map(Some),
                 Event::Empty(start) => return self.element(start, true).map(Some),
                 Event::End(_) => return Ok(None),
-                Event::Eof => return Err(DecodeError("the document ends early (truncated reply)".into())),
+                Event::Eof => {
+                    return Err(DecodeError(
+                        "the document ends early (truncated reply)".into(),
+                    ));
+                }
                 _ => {}
             }
         }
@@ -454,7 +458,9 @@ mod tests {
                 body: bytes::Bytes::from_static(text.as_bytes()),
                 session_cookie: None,
             };
-            let parsed = parse_page("test", "RetrievePropertiesEx", &reply, &mut |_| ControlFlow::Continue(()));
+            let parsed = parse_page("test", "RetrievePropertiesEx", &reply, &mut |_| {
+                ControlFlow::Continue(())
+            });
             assert!(parsed.is_err(), "{text:?} was taken for a response");
         }
     }
