@@ -358,8 +358,7 @@ fn errors_say_what_to_do() {
     };
     let err = reader
         .add(&record, &Password::new("p"))
-        .err()
-        .expect("read-only");
+        .expect_err("read-only");
     assert!(err.contains("read-only"), "{err}");
 
     // A writer holding the database makes others wait, then give up clearly.
