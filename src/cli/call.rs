@@ -149,7 +149,14 @@ pub async fn run(args: CallArgs) -> Result<bool, String> {
     };
     let host = MethodHost::new(args.methods.dirs(), args.methods.limits()?, target.agents());
     let reply = host.handle(args.request(&hostname)).await;
-    println!("{}", reply.to_json());
+    print_reply(&reply.wire());
     target.logout().await;
     Ok(reply.success)
+}
+
+/// Prints a reply; a closed pipe (`| head`) is not an error worth a panic.
+fn print_reply(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }

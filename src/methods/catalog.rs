@@ -70,6 +70,8 @@ pub struct Catalog {
     /// Bumped whenever anything a running state depends on changes.
     pub generation: u64,
     pub methods: BTreeMap<String, Arc<MethodSpec>>,
+    /// Output helpers (`helpers/*.lua`), by the name requests give in `helper`.
+    pub helpers: BTreeMap<String, Arc<MethodSpec>>,
     /// What is wrong right now (scripts that do not load, duplicate names),
     /// each naming the file and line.
     pub problems: Vec<String>,
@@ -81,70 +83,33 @@ pub struct Catalog {
 impl Catalog {
     /// Scans the directories, re-using what did not change since `previous`.
     pub fn load(dirs: &MethodDirs, previous: Option<&Catalog>) -> Catalog {
-        let lib_dirs = dirs.lib_dirs();
-        let mut files = HashMap::new();
-        let mut problems = Vec::new();
-        let mut methods: BTreeMap<String, Arc<MethodSpec>> = BTreeMap::new();
-        let previous_files = previous.map(|p| &p.files);
-
-        for dir in dirs.ordered() {
-            let mut level: BTreeMap<String, Arc<MethodSpec>> = BTreeMap::new();
-            for path in script_files(&dir) {
-                let state = load_file(&path, previous_files.and_then(|f| f.get(&path)), &lib_dirs);
-                if let Some(e) = &state.error {
-                    let kept = match &state.good {
-                        Some(_) => " (the last good version stays live)",
-                        None => "",
-                    };
-                    problems.push(format!("{e}{kept}"));
-                }
-                if let Some(spec) = &state.good {
-                    let name = spec.name.clone();
-                    match level.get(&name) {
-                        Some(other) => {
-                            let winner = previous
-                                .and_then(|p| p.methods.get(&name))
-                                .filter(|s| s.file == spec.file)
-                                .cloned();
-                            problems.push(format!(
-                                "method {name:?} is defined twice: in {} and in {}",
-                                other.file.display(),
-                                spec.file.display()
-                            ));
-                            if let Some(w) = winner {
-                                level.insert(name, w);
-                            }
-                        }
-                        None => {
-                            level.insert(name, spec.clone());
-                        }
-                    }
-                }
-                files.insert(path, state);
-            }
-            for (name, spec) in level {
-                if let Some(lower) = methods.get(&name) {
-                    tracing::debug!(method = %name, "{} overrides {}", spec.file.display(), lower.file.display());
-                }
-                methods.insert(name, spec);
-            }
-        }
+        let mut scan = Scan {
+            lib_dirs: dirs.lib_dirs(),
+            previous,
+            files: HashMap::new(),
+            problems: Vec::new(),
+        };
+        let methods = scan.collect(dirs, None, previous.map(|p| &p.methods));
+        let helpers = scan.collect(dirs, Some("helpers"), previous.map(|p| &p.helpers));
+        let Scan {
+            files, problems, ..
+        } = scan;
 
         let lib_stamp = lib_stamp(dirs);
         let mut generation = previous.map_or(1, |p| p.generation);
         if let Some(p) = previous {
-            let same_methods = p.methods.len() == methods.len()
-                && p.methods
-                    .iter()
-                    .zip(methods.iter())
-                    .all(|((n1, s1), (n2, s2))| n1 == n2 && Arc::ptr_eq(s1, s2));
-            if !same_methods || p.lib_stamp != lib_stamp || p.dirs != *dirs {
+            if !same(&p.methods, &methods)
+                || !same(&p.helpers, &helpers)
+                || p.lib_stamp != lib_stamp
+                || p.dirs != *dirs
+            {
                 generation += 1;
             }
         }
         Catalog {
             generation,
             methods,
+            helpers,
             problems,
             dirs: dirs.clone(),
             files,
@@ -154,6 +119,79 @@ impl Catalog {
 
     pub fn get(&self, name: &str) -> Option<&Arc<MethodSpec>> {
         self.methods.get(name)
+    }
+}
+
+type Scripts = BTreeMap<String, Arc<MethodSpec>>;
+
+fn same(a: &Scripts, b: &Scripts) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((n1, s1), (n2, s2))| n1 == n2 && Arc::ptr_eq(s1, s2))
+}
+
+/// One pass over the method directories.
+struct Scan<'p> {
+    lib_dirs: LibDirs,
+    previous: Option<&'p Catalog>,
+    files: HashMap<PathBuf, FileState>,
+    problems: Vec<String>,
+}
+
+impl Scan<'_> {
+    /// The scripts of every directory (or of its `sub` folder), a later
+    /// directory overriding an earlier one; two scripts of one directory
+    /// with one name are a problem, and the one live before stays live.
+    fn collect(&mut self, dirs: &MethodDirs, sub: Option<&str>, live: Option<&Scripts>) -> Scripts {
+        let mut scripts = Scripts::new();
+        for dir in dirs.ordered() {
+            let dir = match sub {
+                Some(s) => dir.join(s),
+                None => dir,
+            };
+            let mut level = Scripts::new();
+            for path in script_files(&dir) {
+                let previous = self.previous.and_then(|p| p.files.get(&path));
+                let state = load_file(&path, previous, &self.lib_dirs);
+                if let Some(e) = &state.error {
+                    let kept = match &state.good {
+                        Some(_) => " (the last good version stays live)",
+                        None => "",
+                    };
+                    self.problems.push(format!("{e}{kept}"));
+                }
+                if let Some(spec) = &state.good {
+                    let name = spec.name.clone();
+                    match level.get(&name) {
+                        Some(other) => {
+                            self.problems.push(format!(
+                                "method {name:?} is defined twice: in {} and in {}",
+                                other.file.display(),
+                                spec.file.display()
+                            ));
+                            let was_live = live
+                                .and_then(|l| l.get(&name))
+                                .is_some_and(|s| s.file == spec.file);
+                            if was_live {
+                                level.insert(name, spec.clone());
+                            }
+                        }
+                        None => {
+                            level.insert(name, spec.clone());
+                        }
+                    }
+                }
+                self.files.insert(path, state);
+            }
+            for (name, spec) in level {
+                if let Some(lower) = scripts.get(&name) {
+                    tracing::debug!(method = %name, "{} overrides {}", spec.file.display(), lower.file.display());
+                }
+                scripts.insert(name, spec);
+            }
+        }
+        scripts
     }
 }
 

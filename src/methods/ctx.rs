@@ -83,6 +83,28 @@ fn strings(lua: &Lua, value: Value, what: &str) -> mlua::Result<Vec<String>> {
     }
 }
 
+enum Paths {
+    Same(Vec<String>),
+    ByType(std::collections::HashMap<String, Vec<String>>),
+}
+
+/// A list of property paths for every object, or a table of lists by type
+/// (`{ Alarm = { "info.name" }, VirtualMachine = { "name" } }`).
+fn paths_by_type(lua: &Lua, value: Value) -> mlua::Result<Paths> {
+    if let Value::Table(t) = &value
+        && t.raw_len() == 0
+        && t.pairs::<Value, Value>().next().is_some()
+    {
+        let mut by_type = std::collections::HashMap::new();
+        for pair in t.pairs::<String, Value>() {
+            let (kind, list) = pair?;
+            by_type.insert(kind, strings(lua, list, "properties")?);
+        }
+        return Ok(Paths::ByType(by_type));
+    }
+    strings(lua, value, "properties").map(Paths::Same)
+}
+
 /// One reference `{type=..., value=...}` or a list of them.
 fn refs(lua: &Lua, value: Value) -> mlua::Result<Vec<MoRef>> {
     let json = from_lua(lua, value)?;
@@ -130,10 +152,11 @@ impl UserData for Ctx {
 
         methods.add_async_method(
             "find",
-            |lua, this, (kind, property, value): (String, String, Value)| async move {
+            |lua, this, (kind, property, value, fresh): (String, String, Value, Option<bool>)| async move {
                 let value = from_lua(&lua, value)?;
+                let fresh = fresh.unwrap_or(false);
                 let found = this
-                    .core(move |s| async move { s.find(&kind, &property, &value).await })
+                    .core(move |s| async move { s.find_indexed(&kind, &property, &value, fresh).await })
                     .await?;
                 match found {
                     Some(r) => to_lua(&lua, &r.to_json()),
@@ -146,10 +169,15 @@ impl UserData for Ctx {
             "get",
             |lua, this, (objects, properties): (Value, Value)| async move {
                 let objects = refs(&lua, objects)?;
-                let paths = strings(&lua, properties, "properties")?;
+                let paths = paths_by_type(&lua, properties)?;
                 let order = objects.clone();
                 let mut rows = this
-                    .core(move |s| async move { s.get_objects(&objects, &paths).await })
+                    .core(move |s| async move {
+                        match paths {
+                            Paths::Same(p) => s.get_objects(&objects, &p).await,
+                            Paths::ByType(p) => s.get_objects_by_type(&objects, &p).await,
+                        }
+                    })
                     .await?;
                 // In the order asked for, whatever order the server used.
                 rows.sort_by_key(|o| order.iter().position(|r| *r == o.obj));
@@ -157,6 +185,27 @@ impl UserData for Ctx {
                 to_lua(&lua, &Json::Array(rows))
             },
         );
+
+        methods.add_async_method("counter_id", |_, this, name: String| async move {
+            let counters = this
+                .core(|s| async move { s.perf_counters().await })
+                .await?;
+            Ok(counters.key(&name))
+        });
+
+        methods.add_async_method("counter_name", |_, this, key: i64| async move {
+            let counters = this
+                .core(|s| async move { s.perf_counters().await })
+                .await?;
+            Ok(counters.name(key).map(str::to_string))
+        });
+
+        methods.add_async_method("counters", |lua, this, ()| async move {
+            let counters = this
+                .core(|s| async move { s.perf_counters().await })
+                .await?;
+            to_lua(&lua, &Json::Array(counters.list.clone()))
+        });
 
         methods.add_async_method("about", |lua, this, ()| async move {
             let session = this.session().await?;

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod convert;
 pub mod ctx;
 pub mod limits;
+pub mod pyjson;
 pub mod reply;
 pub mod run;
 pub mod sandbox;
@@ -146,7 +147,13 @@ impl MethodHost {
             ));
         }
 
+        let helper = request
+            .get("helper")
+            .and_then(Value::as_str)
+            .and_then(|h| catalog.helpers.get(h))
+            .cloned();
         let call = run::Call {
+            helper,
             spec: spec.clone(),
             generation: catalog.generation,
             lib_dirs: catalog.dirs.lib_dirs(),

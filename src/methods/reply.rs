@@ -9,6 +9,8 @@ pub struct Reply {
     pub msg: String,
     /// Present on success only.
     pub result: Option<Value>,
+    /// What an output helper made of the reply; sent instead of the JSON.
+    pub raw: Option<String>,
 }
 
 impl Reply {
@@ -17,6 +19,7 @@ impl Reply {
             success: true,
             msg: msg.into(),
             result: Some(result),
+            raw: None,
         }
     }
 
@@ -25,6 +28,15 @@ impl Reply {
             success: false,
             msg: msg.into(),
             result: None,
+            raw: None,
+        }
+    }
+
+    /// What goes on the wire: a helper's text, or the JSON envelope.
+    pub fn wire(&self) -> String {
+        match &self.raw {
+            Some(text) => text.clone(),
+            None => self.to_json().to_string(),
         }
     }
 

@@ -80,6 +80,8 @@ pub(crate) struct Call {
     pub limits: Limits,
     pub request: serde_json::Value,
     pub ctx: Ctx,
+    /// The output helper the request named, if it is loaded.
+    pub helper: Option<Arc<MethodSpec>>,
 }
 
 /// Runs a call to its reply. Never panics on what the script does.
@@ -111,14 +113,7 @@ async fn run_in(state: &mut PooledState, call: Call, script: &str) -> Result<Rep
     let limits = &call.limits;
 
     sandbox::set_budget(&lua, Budget::new(script, &Limits::for_loading()));
-    let run_fn = match state.runs.get(&spec.name) {
-        Some(f) => f.clone(),
-        None => {
-            let f = compile_run(&lua, spec).map_err(|e| super::error_text(&e))?;
-            state.runs.insert(spec.name.clone(), f.clone());
-            f
-        }
-    };
+    let run_fn = state.compiled(spec)?;
 
     let base_memory = lua.used_memory();
     lua.set_memory_limit(base_memory.saturating_add(limits.memory))
@@ -130,6 +125,10 @@ async fn run_in(state: &mut PooledState, call: Call, script: &str) -> Result<Rep
     let request = to_lua(&lua, &call.request).map_err(|e| format!("{script}: request: {e}"))?;
     let ctx = lua
         .create_userdata(call.ctx)
+        .and_then(|ud| {
+            let wrap: Function = lua.named_registry_value("vpoller.wrap_ctx")?;
+            wrap.call::<Value>(ud)
+        })
         .map_err(|e| format!("{script}: {e}"))?;
     let thread = lua
         .create_thread(run_fn)
@@ -161,9 +160,53 @@ async fn run_in(state: &mut PooledState, call: Call, script: &str) -> Result<Rep
         }
         Ok(Ok(values)) => values,
     };
-    let reply = shape_reply(&lua, &spec.name, values);
+    let mut reply = shape_reply(&lua, &spec.name, values);
+    if let Some(helper) = &call.helper {
+        let helper_fn = state.compiled(helper)?;
+        let helper_script = format!("{} ({})", helper.name, helper.file.display());
+        sandbox::set_budget(&lua, Budget::new(&helper_script, limits).yielding());
+        let text = to_lua(&lua, &reply.to_json())
+            .and_then(|r| Ok((r, to_lua(&lua, &call.request)?)))
+            .map_err(|e| format!("{helper_script}: {e}"))?;
+        let made = tokio::time::timeout(limits.timeout, helper_fn.call_async::<Value>(text)).await;
+        reply = match made {
+            Ok(Ok(Value::String(s))) => Reply {
+                raw: Some(s.to_string_lossy().to_string()),
+                ..reply
+            },
+            Ok(Ok(other)) => Reply::error(format!(
+                "helper {} returned a {}, not text",
+                helper.name,
+                other.type_name()
+            )),
+            Ok(Err(e)) => Reply::error(format!(
+                "helper {} failed: {}",
+                helper.name,
+                super::error_text(&e)
+            )),
+            Err(_) => {
+                return Err(format!(
+                    "wall-clock deadline of {:?} exceeded in {helper_script}",
+                    limits.timeout
+                ));
+            }
+        };
+    }
     let _ = lua.set_memory_limit(base_memory.saturating_add(limits.memory));
     Ok(reply)
+}
+
+impl PooledState {
+    /// A script's `run`, compiled in this state once.
+    fn compiled(&mut self, spec: &MethodSpec) -> Result<Function, String> {
+        let key = spec.file.display().to_string();
+        if let Some(f) = self.runs.get(&key) {
+            return Ok(f.clone());
+        }
+        let f = compile_run(&self.lua, spec).map_err(|e| super::error_text(&e))?;
+        self.runs.insert(key, f.clone());
+        Ok(f)
+    }
 }
 
 fn is_memory_error(e: &mlua::Error) -> bool {

@@ -137,34 +137,65 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
     let wrappers: Function = lua
         .load(
             r#"
-            local raw_pcall, raw_xpcall, raw_getmetatable, spent, error, type = ...
+            local raw_pcall, raw_xpcall, raw_getmetatable, spent, error, type, tostring, setmetatable, pack, unpack = ...
             local function check(...)
               local s = spent()
               if s then error(s, 0) end
               return ...
+            end
+            -- A failed ctx call raises its message at the script's line,
+            -- without the Rust-side decoration.
+            local function clean(e)
+              e = tostring(e):gsub("^runtime error: ", ""):gsub("\nstack traceback:.*$", "")
+              return e
+            end
+            local function wrap_ctx(ud)
+              local proxy = {}
+              return setmetatable(proxy, {
+                __index = function(_, key)
+                  local v = ud[key]
+                  if type(v) ~= "function" then return v end
+                  local f = function(_, ...)
+                    local r = pack(raw_pcall(v, ud, ...))
+                    if not r[1] then error(clean(r[2]), 2) end
+                    return unpack(r, 2, r.n)
+                  end
+                  proxy[key] = f
+                  return f
+                end,
+                __metatable = false,
+              })
             end
             return function(...) return check(raw_pcall(...)) end,
                    function(...) return check(raw_xpcall(...)) end,
                    function(v)
                      if type(v) == "string" then return nil end
                      return raw_getmetatable(v)
-                   end
+                   end,
+                   wrap_ctx
             "#,
         )
         .set_name("=sandbox")
         .set_mode(ChunkMode::Text)
         .into_function()?;
-    let (pcall, xpcall, getmetatable): (Function, Function, Function) = wrappers.call((
-        globals.get::<Function>("pcall")?,
-        globals.get::<Function>("xpcall")?,
-        globals.get::<Function>("getmetatable")?,
-        spent,
-        globals.get::<Function>("error")?,
-        globals.get::<Function>("type")?,
-    ))?;
+    let table: Table = globals.get("table")?;
+    let (pcall, xpcall, getmetatable, wrap_ctx): (Function, Function, Function, Function) =
+        wrappers.call((
+            globals.get::<Function>("pcall")?,
+            globals.get::<Function>("xpcall")?,
+            globals.get::<Function>("getmetatable")?,
+            spent,
+            globals.get::<Function>("error")?,
+            globals.get::<Function>("type")?,
+            globals.get::<Function>("tostring")?,
+            globals.get::<Function>("setmetatable")?,
+            table.get::<Function>("pack")?,
+            table.get::<Function>("unpack")?,
+        ))?;
     base.set("pcall", pcall)?;
     base.set("xpcall", xpcall)?;
     base.set("getmetatable", getmetatable)?;
+    lua.set_named_registry_value("vpoller.wrap_ctx", wrap_ctx)?;
     lua.set_named_registry_value("vpoller.base", base)?;
     lua.set_named_registry_value("vpoller.loaded", lua.create_table()?)?;
 
@@ -377,6 +408,13 @@ fn vpoller_module(lua: &Lua) -> mlua::Result<Table> {
             let value: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| mlua::Error::RuntimeError(format!("json.decode: {e}")))?;
             super::convert::to_lua(lua, &value)
+        })?,
+    )?;
+    json.set(
+        "python",
+        lua.create_function(|lua, (v, indent): (Value, Option<usize>)| {
+            let value = super::convert::from_lua(lua, v)?;
+            Ok(super::pyjson::dumps(&value, indent))
         })?,
     )?;
     m.set("json", json)?;

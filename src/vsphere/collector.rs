@@ -62,6 +62,15 @@ pub fn filter_for_view(view: &MoRef, kind: &str, paths: &[String]) -> Value {
 /// A filter over given objects, which may be of different types: one
 /// PropertySpec per type, one ObjectSpec per object.
 pub fn filter_for_objects(objects: &[MoRef], paths: &[String]) -> Value {
+    filter_for_objects_by(objects, |_| paths)
+}
+
+/// As [`filter_for_objects`], with the paths chosen per type (an Alarm's
+/// `info.name` beside a VM's `name`).
+pub fn filter_for_objects_by<'p>(
+    objects: &[MoRef],
+    paths_of: impl Fn(&str) -> &'p [String],
+) -> Value {
     let mut kinds: Vec<&str> = Vec::new();
     for o in objects {
         if !kinds.contains(&o.kind.as_str()) {
@@ -70,7 +79,7 @@ pub fn filter_for_objects(objects: &[MoRef], paths: &[String]) -> Value {
     }
     let prop_set: Vec<Value> = kinds
         .iter()
-        .map(|k| json!({"type": k, "pathSet": paths}))
+        .map(|k| json!({"type": k, "pathSet": paths_of(k)}))
         .collect();
     let object_set: Vec<Value> = objects
         .iter()
@@ -334,6 +343,21 @@ impl Session {
             return Ok(Vec::new());
         }
         self.retrieve_all(&filter_for_objects(objects, paths)).await
+    }
+
+    /// Properties of given objects of several types, the paths chosen by
+    /// type, in one round trip. Types missing from `paths` get none.
+    pub async fn get_objects_by_type(
+        &self,
+        objects: &[MoRef],
+        paths: &std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ObjectContent>> {
+        if objects.is_empty() {
+            return Ok(Vec::new());
+        }
+        let filter =
+            filter_for_objects_by(objects, |k| paths.get(k).map_or(&[][..], Vec::as_slice));
+        self.retrieve_all(&filter).await
     }
 
     /// Properties of every object of a type in the inventory, through the

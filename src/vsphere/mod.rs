@@ -9,7 +9,9 @@
 
 pub mod collector;
 pub mod fault;
+pub mod inventory;
 pub mod moref;
+pub mod performance;
 pub mod schema;
 pub mod session;
 pub mod soap;

@@ -53,6 +53,8 @@ pub struct SessionOptions {
     pub keepalive: Duration,
     /// The first back-off after a failed login; it doubles up to a minute.
     pub login_backoff: Duration,
+    /// How long a name-to-reference index is trusted before it is re-read.
+    pub index_ttl: Duration,
 }
 
 impl Default for SessionOptions {
@@ -60,6 +62,7 @@ impl Default for SessionOptions {
         SessionOptions {
             keepalive: Duration::from_secs(600),
             login_backoff: Duration::from_secs(2),
+            index_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -112,6 +115,8 @@ pub(crate) struct Inner {
     calls: AtomicU64,
     last_call: Mutex<Instant>,
     pub(crate) views: tokio::sync::Mutex<HashMap<String, (MoRef, u64)>>,
+    pub(crate) indexes: super::inventory::Indexes,
+    pub(crate) perf_counters: tokio::sync::OnceCell<Arc<super::performance::PerfCounters>>,
 }
 
 /// One vSphere host's session. Cloning is cheap and shares the session.
@@ -172,11 +177,17 @@ impl Session {
                 calls: AtomicU64::new(1),
                 last_call: Mutex::new(Instant::now()),
                 views: tokio::sync::Mutex::new(HashMap::new()),
+                indexes: Default::default(),
+                perf_counters: tokio::sync::OnceCell::new(),
             }),
         };
         session.relogin(0).await?;
         spawn_keepalive(Arc::downgrade(&session.inner));
         Ok(session)
+    }
+
+    pub fn options(&self) -> &SessionOptions {
+        &self.inner.options
     }
 
     /// `host:port` of the vSphere host, for messages.

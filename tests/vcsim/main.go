@@ -230,6 +230,10 @@ func (p populator) run() error {
 		linkVMToNetworks(vm)
 	}
 
+	// Stock vcsim records only the last host's mount; rebuild in host order.
+	for _, e := range simulator.Map.All("Datastore") {
+		e.(*simulator.Datastore).Host = nil
+	}
 	for i, e := range hosts {
 		host := e.(*simulator.HostSystem)
 		if p.alarmEvery > 0 && i%p.alarmEvery == 1 {

@@ -1,0 +1,1 @@
+return require("vpoller.alarms").method("cluster.alarm.get", "ClusterComputeResource", nil)

@@ -1,0 +1,2 @@
+return require("vpoller.inventory").get_method(
+  "cluster.get", "ClusterComputeResource", "Get properties of a single ClusterComputeResource managed object")

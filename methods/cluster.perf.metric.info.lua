@@ -1,0 +1,1 @@
+return require("vpoller.perf").info_method("cluster.perf.metric.info", "ClusterComputeResource", nil)

@@ -1,0 +1,1 @@
+return require("vpoller.alarms").method("datacenter.alarm.get", "Datacenter", nil)

@@ -1,0 +1,1 @@
+return require("vpoller.perf").info_method("datacenter.perf.metric.info", "Datacenter", nil)

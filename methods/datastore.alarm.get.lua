@@ -1,0 +1,1 @@
+return require("vpoller.alarms").method("datastore.alarm.get", "Datastore", "info.url")

@@ -1,0 +1,1 @@
+return require("vpoller.perf").get_method("datastore.perf.metric.get", "Datastore", "info.url")

@@ -1,0 +1,1 @@
+return require("vpoller.perf").info_method("datastore.perf.metric.info", "Datastore", "info.url")

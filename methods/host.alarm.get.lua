@@ -1,0 +1,1 @@
+return require("vpoller.alarms").method("host.alarm.get", "HostSystem", nil)

@@ -1,0 +1,2 @@
+return require("vpoller.inventory").discover_method(
+  "host.discover", "HostSystem", "Discover all HostSystem managed objects")

@@ -1,0 +1,1 @@
+return require("vpoller.perf").get_method("host.perf.metric.get", "HostSystem", nil, { label = "Host" })

@@ -1,0 +1,2 @@
+return require("vpoller.inventory").discover_method(
+  "net.discover", "Network", "Discover all Network managed objects")

@@ -1,0 +1,2 @@
+return require("vpoller.inventory").get_method(
+  "resource.pool.get", "ResourcePool", "Get properties of a single ResourcePool managed object")

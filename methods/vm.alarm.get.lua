@@ -1,0 +1,1 @@
+return require("vpoller.alarms").method("vm.alarm.get", "VirtualMachine", nil)

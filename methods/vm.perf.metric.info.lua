@@ -1,0 +1,1 @@
+return require("vpoller.perf").info_method("vm.perf.metric.info", "VirtualMachine", nil)
