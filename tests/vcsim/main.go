@@ -369,7 +369,7 @@ func takeSnapshot(vm *simulator.VirtualMachine) error {
 	vm.CreateSnapshotTask(&types.CreateSnapshot_Task{
 		This:        vm.Self,
 		Name:        "vcsim-snapshot-1",
-		Description: "taken by the vpoller test bed",
+		Description: "created by the vcsim launcher",
 	})
 	if vm.Snapshot == nil || vm.Snapshot.CurrentSnapshot == nil {
 		return fmt.Errorf("CreateSnapshot_Task left no current snapshot")

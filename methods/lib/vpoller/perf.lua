@@ -119,14 +119,15 @@ function M.get_method(name, kind, key, opts)
       for _, entity in ipairs(results) do
         local samples = entity.sampleInfo or {}
         for _, series in ipairs(entity.value or {}) do
-          local values = series.value or {}
-          for i, sample in ipairs(samples) do
+          -- Samples pair with values; a sample without a value is left out.
+          for i, value in ipairs(series.value or {}) do
+            local sample = samples[i] or {}
             out[#out + 1] = {
               interval = sample.interval,
               timestamp = time.python(sample.timestamp),
               counterId = req["counter-name"],
               instance = series.id and series.id.instance or instance,
-              value = values[i],
+              value = value,
             }
           end
         end

@@ -33,17 +33,46 @@ local function dumps(v)
   return vpoller.json.python(v)
 end
 
--- {#VSPHERE.VM.NAME}-style macros for each row.
-function M.lld(prefix, rows)
-  local data = {}
-  for i, row in ipairs(rows or {}) do
-    local macros = {}
-    for k, v in pairs(row) do
-      macros["{#VSPHERE." .. prefix .. "." .. string.upper(k) .. "}"] = v
+-- The keys of a row in vPoller's order: "name", then the requested
+-- properties, then the rest sorted.
+local function ordered_keys(row, req)
+  local keys, seen = {}, {}
+  local function add(k)
+    if row[k] ~= nil and not seen[k] then
+      seen[k] = true
+      keys[#keys + 1] = k
     end
-    data[i] = macros
   end
-  return vpoller.json.python({ data = data })
+  add("name")
+  for _, p in ipairs(req and req.properties or {}) do
+    add(p)
+  end
+  local rest = {}
+  for k in pairs(row) do
+    if not seen[k] then
+      rest[#rest + 1] = k
+    end
+  end
+  table.sort(rest)
+  for _, k in ipairs(rest) do
+    add(k)
+  end
+  return keys
+end
+
+-- {#VSPHERE.VM.NAME}-style macros for each row, written member by member
+-- so that the key order is vPoller's.
+function M.lld(prefix, rows, req)
+  local items = {}
+  for i, row in ipairs(rows or {}) do
+    local members = {}
+    for j, k in ipairs(ordered_keys(row, req)) do
+      local macro = "{#VSPHERE." .. prefix .. "." .. string.upper(k) .. "}"
+      members[j] = vpoller.json.python(macro) .. ": " .. dumps(row[k])
+    end
+    items[i] = "{" .. table.concat(members, ", ") .. "}"
+  end
+  return '{"data": [' .. table.concat(items, ", ") .. "]}"
 end
 
 local function first_property(req)
@@ -63,11 +92,11 @@ function M.format(reply, req)
     return dumps(property and last[property])
   elseif lld_methods[method] then
     local prefix = string.upper(method:match("^(.*)%.[^.]+$"))
-    return M.lld(prefix, result)
+    return M.lld(prefix, result, req)
   elseif method == "vm.disk.discover" then
-    return M.lld("VM", result[1] and result[1].disk)
+    return M.lld("VM", result[1] and result[1].disk, { properties = { "diskPath" } })
   elseif method == "vm.guest.net.get" then
-    return M.lld("VM", result.net)
+    return M.lld("VM", result.net, { properties = { "network" } })
   elseif method == "vm.disk.get" then
     local disk = result[1] and result[1].disk or {}
     local property = first_property(req)
