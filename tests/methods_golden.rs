@@ -22,20 +22,20 @@ use vpoller::vsphere::{Credentials, Password};
 /// Fields whose values differ between any two simulator runs, or between
 /// the recording's simulator build and ours.
 const VOLATILE: &[&str] = &[
-    "timestamp",        // perf samples: when they were taken
-    "value",            // perf samples: vcsim makes them up
-    "time",             // alarms: when the launcher raised them
-    "createTime",       // snapshots: when the launcher took them
-    "loginTime",        // sessions
-    "lastActiveTime",   // sessions
-    "userAgent",        // sessions: pyVmomi's against ours
-    "callCount",        // sessions
-    "event",            // the newest event: whoever logged in last
-    "fullName",         // about: the recording's build added "(govmomi simulator)"
-    "freeSpace",        // guest disks: the launchers fill in different numbers
-    "macAddress",       // generated per run
+    "timestamp",            // perf samples: when they were taken
+    "value",                // perf samples: vcsim makes them up
+    "time",                 // alarms: when the launcher raised them
+    "createTime",           // snapshots: when the launcher took them
+    "loginTime",            // sessions
+    "lastActiveTime",       // sessions
+    "userAgent",            // sessions: pyVmomi's against ours
+    "callCount",            // sessions
+    "event",                // the newest event: whoever logged in last
+    "fullName",             // about: the recording's build added "(govmomi simulator)"
+    "freeSpace",            // guest disks: the launchers fill in different numbers
+    "macAddress",           // generated per run
     "vm.cpu.usage.percent", // vPoller's formula differs on purpose (see vm.cpu.usage.percent.lua)
-    "summary.freeSpace", // the datastore is a temporary directory of this machine
+    "summary.freeSpace",    // the datastore is a temporary directory of this machine
 ];
 
 /// Whether a field (or the Zabbix LLD macro made from it, such as
@@ -44,7 +44,10 @@ fn is_volatile(field: &str, session_list: bool) -> bool {
     if session_list && field == "key" {
         return true; // session keys are made at login
     }
-    match field.strip_prefix("{#VSPHERE.").and_then(|m| m.strip_suffix('}')) {
+    match field
+        .strip_prefix("{#VSPHERE.")
+        .and_then(|m| m.strip_suffix('}'))
+    {
         Some(macro_name) => VOLATILE
             .iter()
             .any(|v| macro_name.ends_with(&format!(".{}", v.to_uppercase()))),
@@ -54,14 +57,38 @@ fn is_volatile(field: &str, session_list: bool) -> bool {
 
 /// Requests where vpoller answers differently on purpose, and how.
 const DELIBERATE: &[(&str, &str)] = &[
-    ("error.vm.get.bad-property", "an invalid property path is an error that names it (vcsim hid it in missingSet and vPoller returned just the name)"),
-    ("raw.vm.get.missing-properties-key", "properties is optional for vm.get; a missing key means none, as null does"),
-    ("vm.snapshot.get.none", "a VM without snapshots gets vPoller's own 'No snapshots found for' (vPoller crashed on vcsim's reply)"),
-    ("vsan.health.get", "the missing HostVsanSystem is a clear error, not a Python traceback"),
-    ("helper.zabbix.vm.get.dataobject", "a data object is sent as JSON; vPoller's helper could not encode it"),
-    ("crash.vm.get.mor-property", "a managed object reference is serialised; vPoller's worker died"),
-    ("crash.host.get.datetime-property", "a date is serialised; vPoller's worker died"),
-    ("vm.process.get", "the MethodNotFound fault is worded by vpoller after the same prefix"),
+    (
+        "error.vm.get.bad-property",
+        "an invalid property path is an error that names it (vcsim hid it in missingSet and vPoller returned just the name)",
+    ),
+    (
+        "raw.vm.get.missing-properties-key",
+        "properties is optional for vm.get; a missing key means none, as null does",
+    ),
+    (
+        "vm.snapshot.get.none",
+        "a VM without snapshots gets vPoller's own 'No snapshots found for' (vPoller crashed on vcsim's reply)",
+    ),
+    (
+        "vsan.health.get",
+        "the missing HostVsanSystem is a clear error, not a Python traceback",
+    ),
+    (
+        "helper.zabbix.vm.get.dataobject",
+        "a data object is sent as JSON; vPoller's helper could not encode it",
+    ),
+    (
+        "crash.vm.get.mor-property",
+        "a managed object reference is serialised; vPoller's worker died",
+    ),
+    (
+        "crash.host.get.datetime-property",
+        "a date is serialised; vPoller's worker died",
+    ),
+    (
+        "vm.process.get",
+        "the MethodNotFound fault is worded by vpoller after the same prefix",
+    ),
     ("helper.zabbix.vm.process.get", "as vm.process.get"),
 ];
 
@@ -88,14 +115,18 @@ struct Golden {
 }
 
 fn goldens() -> Vec<Golden> {
-    let index: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(golden_dir().join("index.json")).expect("index")).expect("index JSON");
+    let index: Vec<Value> = serde_json::from_str(
+        &std::fs::read_to_string(golden_dir().join("index.json")).expect("index"),
+    )
+    .expect("index JSON");
     index
         .iter()
         .filter_map(|entry| {
             let id = entry["id"].as_str()?.to_string();
-            let request = std::fs::read_to_string(golden_dir().join(format!("{id}.request.json"))).ok()?;
-            let reply = std::fs::read_to_string(golden_dir().join(entry["reply_file"].as_str()?)).ok()?;
+            let request =
+                std::fs::read_to_string(golden_dir().join(format!("{id}.request.json"))).ok()?;
+            let reply =
+                std::fs::read_to_string(golden_dir().join(entry["reply_file"].as_str()?)).ok()?;
             Some(Golden {
                 request: serde_json::from_str(&request).ok()?,
                 id,
@@ -109,8 +140,17 @@ fn goldens() -> Vec<Golden> {
 fn with_datastore(value: &Value, theirs: &str, ours: &str) -> Value {
     match value {
         Value::String(s) => Value::String(s.replace(theirs, ours)),
-        Value::Array(items) => Value::Array(items.iter().map(|v| with_datastore(v, theirs, ours)).collect()),
-        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), with_datastore(v, theirs, ours))).collect()),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| with_datastore(v, theirs, ours))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), with_datastore(v, theirs, ours)))
+                .collect(),
+        ),
         other => other.clone(),
     }
 }
@@ -127,10 +167,17 @@ fn canonical(value: &Value, field: Option<&str>, sessions: bool) -> Value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), canonical(&map[k], Some(k), sessions))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), canonical(&map[k], Some(k), sessions)))
+                    .collect(),
+            )
         }
         Value::Array(items) => {
-            let mut items: Vec<Value> = items.iter().map(|v| canonical(v, field, sessions)).collect();
+            let mut items: Vec<Value> = items
+                .iter()
+                .map(|v| canonical(v, field, sessions))
+                .collect();
             items.sort_by_key(|v| v.to_string());
             Value::Array(items)
         }
@@ -144,7 +191,11 @@ fn sorted(value: &Value) -> Value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k])))
+                    .collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
         other => other.clone(),
@@ -170,9 +221,15 @@ fn host(sim: &Simulator) -> Arc<MethodHost> {
     let agent = DirectAgent::new(
         "127.0.0.1",
         sim.endpoint(),
-        Credentials { user: "user".into(), password: Password::new("pass") },
+        Credentials {
+            user: "user".into(),
+            password: Password::new("pass"),
+        },
     );
-    let dirs = MethodDirs { builtin: Some(project_dir().join("methods")), admin: vec![] };
+    let dirs = MethodDirs {
+        builtin: Some(project_dir().join("methods")),
+        admin: vec![],
+    };
     MethodHost::new(dirs, Limits::default(), Arc::new(agent))
 }
 
@@ -189,53 +246,92 @@ async fn our_datastore_path(sim: &Simulator) -> String {
     path
 }
 
-fn check_envelope(id: &str, expected: &Value, actual: &Reply, session_list: bool) -> Result<(), String> {
+fn check_envelope(
+    id: &str,
+    expected: &Value,
+    actual: &Reply,
+    session_list: bool,
+) -> Result<(), String> {
     let actual = actual.to_json();
     if expected["success"] != actual["success"] {
-        return Err(format!("success: expected {}, got {actual}", expected["success"]));
+        return Err(format!(
+            "success: expected {}, got {actual}",
+            expected["success"]
+        ));
     }
     if expected["msg"] != actual["msg"] {
-        return Err(format!("msg: expected {}, got {}", expected["msg"], actual["msg"]));
+        return Err(format!(
+            "msg: expected {}, got {}",
+            expected["msg"], actual["msg"]
+        ));
     }
-    let (mut want, mut got) = (expected.get("result").cloned(), actual.get("result").cloned());
+    let (mut want, mut got) = (
+        expected.get("result").cloned(),
+        actual.get("result").cloned(),
+    );
     if session_list {
         // Our session list holds our sessions, the recording's its own.
         let first = |v: Option<Value>| v.and_then(|r| r.get(0).cloned());
         want = first(want);
         got = first(got);
     }
-    let (want, got) = (want.map(|v| canonical(&v, None, session_list)), got.map(|v| canonical(&v, None, session_list)));
+    let (want, got) = (
+        want.map(|v| canonical(&v, None, session_list)),
+        got.map(|v| canonical(&v, None, session_list)),
+    );
     if want != got {
-        return Err(format!("{id}: result differs\n expected {}\n got      {}", want.unwrap_or_default(), got.unwrap_or_default()));
+        return Err(format!(
+            "{id}: result differs\n expected {}\n got      {}",
+            want.unwrap_or_default(),
+            got.unwrap_or_default()
+        ));
     }
     Ok(())
 }
 
 fn check_text(id: &str, request: &Value, expected: &str, actual: &Reply) -> Result<(), String> {
     let Some(raw) = &actual.raw else {
-        return Err(format!("{id}: expected helper output, got {}", actual.to_json()));
+        return Err(format!(
+            "{id}: expected helper output, got {}",
+            actual.to_json()
+        ));
     };
     if expected.ends_with('\0') != raw.ends_with('\0') {
         return Err(format!("{id}: the trailing NUL differs: {raw:?}"));
     }
     let (want, got) = (expected.trim_end_matches('\0'), raw.trim_end_matches('\0'));
-    match (serde_json::from_str::<Value>(want), serde_json::from_str::<Value>(got)) {
+    match (
+        serde_json::from_str::<Value>(want),
+        serde_json::from_str::<Value>(got),
+    ) {
         (Ok(w), Ok(g)) if w.is_object() || w.is_array() => {
             if canonical(&w, None, false) != canonical(&g, None, false) {
-                return Err(format!("{id}: helper JSON differs\n expected {want}\n got      {got}"));
+                return Err(format!(
+                    "{id}: helper JSON differs\n expected {want}\n got      {got}"
+                ));
             }
             // Python's separators and key order, byte for byte, where nothing volatile is in it.
-            let stable = canonical(&w, None, false).to_string() == canonical(&g, None, false).to_string()
+            let stable = canonical(&w, None, false).to_string()
+                == canonical(&g, None, false).to_string()
                 && !want.contains('<')
                 && canonical(&w, None, false) == sorted(&w);
             if stable && want != got {
-                return Err(format!("{id}: helper bytes differ\n expected {want:?}\n got      {got:?}"));
+                return Err(format!(
+                    "{id}: helper bytes differ\n expected {want:?}\n got      {got:?}"
+                ));
             }
         }
         // An item value of a volatile property: the same kind of value.
         (Ok(w), Ok(g))
-            if request["properties"][0].as_str().is_some_and(|p| is_volatile(p, false)) && kind(&w) == kind(&g) => {}
-        _ if want != got => return Err(format!("{id}: helper output differs\n expected {want:?}\n got      {got:?}")),
+            if request["properties"][0]
+                .as_str()
+                .is_some_and(|p| is_volatile(p, false))
+                && kind(&w) == kind(&g) => {}
+        _ if want != got => {
+            return Err(format!(
+                "{id}: helper output differs\n expected {want:?}\n got      {got:?}"
+            ));
+        }
         _ => {}
     }
     Ok(())
@@ -248,19 +344,42 @@ fn check_deliberate(id: &str, actual: &Reply) -> Result<(), String> {
         "error.vm.get.bad-property" => !actual.success && actual.msg.contains("no.such.property"),
         "raw.vm.get.missing-properties-key" => actual.success && result[0]["name"] == "DC0_H0_VM0",
         "vm.snapshot.get.none" => actual.msg == "No snapshots found for: DC0_H0_VM1",
-        "vsan.health.get" => !actual.success && actual.msg.starts_with("Cannot get VSAN health state:") && actual.msg.contains("ManagedObjectNotFound"),
+        "vsan.health.get" => {
+            !actual.success
+                && actual.msg.starts_with("Cannot get VSAN health state:")
+                && actual.msg.contains("ManagedObjectNotFound")
+        }
         "helper.zabbix.vm.get.dataobject" => actual.raw.as_deref().is_some_and(|r| {
             serde_json::from_str::<Value>(r).is_ok_and(|v| v["_type"] == "VirtualMachineQuickStats")
         }),
-        "crash.vm.get.mor-property" => actual.success && result[0]["runtime.host"]["type"] == "HostSystem",
-        "crash.host.get.datetime-property" => {
-            actual.success && result[0]["runtime.bootTime"].as_str().is_some_and(|t| t.contains('T'))
+        "crash.vm.get.mor-property" => {
+            actual.success && result[0]["runtime.host"]["type"] == "HostSystem"
         }
-        "vm.process.get" => actual.msg.starts_with("Cannot get guest processes:") && actual.msg.contains("MethodNotFound"),
-        "helper.zabbix.vm.process.get" => actual.raw.as_deref().is_some_and(|r| r.starts_with("Cannot get guest processes:")),
+        "crash.host.get.datetime-property" => {
+            actual.success
+                && result[0]["runtime.bootTime"]
+                    .as_str()
+                    .is_some_and(|t| t.contains('T'))
+        }
+        "vm.process.get" => {
+            actual.msg.starts_with("Cannot get guest processes:")
+                && actual.msg.contains("MethodNotFound")
+        }
+        "helper.zabbix.vm.process.get" => actual
+            .raw
+            .as_deref()
+            .is_some_and(|r| r.starts_with("Cannot get guest processes:")),
         _ => false,
     };
-    if ok { Ok(()) } else { Err(format!("{id}: unexpected answer {:?} {}", actual.raw, actual.to_json())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id}: unexpected answer {:?} {}",
+            actual.raw,
+            actual.to_json()
+        ))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +389,11 @@ async fn every_recorded_request_gets_vpollers_answer() {
     let ours = our_datastore_path(&sim).await;
     // The launcher copies the newest event into latestEvent every 100 ms;
     // give it our login to copy, as the recording had vPoller's.
-    assert!(host.handle(json!({"method": "about", "hostname": "127.0.0.1"})).await.success);
+    assert!(
+        host.handle(json!({"method": "about", "hostname": "127.0.0.1"}))
+            .await
+            .success
+    );
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let theirs = "/tmp/govcsim-DC0-LocalDS_0-3296299824";
     let mut failures = Vec::new();
@@ -287,9 +410,14 @@ async fn every_recorded_request_gets_vpollers_answer() {
         } else {
             let expected_text = golden.reply.replace(theirs, &ours);
             match serde_json::from_str::<Value>(&expected_text) {
-                Ok(v) if v.get("success").is_some() && golden.request.get("helper").is_none_or(|h| {
-                    !h.as_str().is_some_and(|h| h.contains("csv") || h.contains("cclient"))
-                }) && reply.raw.is_none() => {
+                Ok(v)
+                    if v.get("success").is_some()
+                        && golden.request.get("helper").is_none_or(|h| {
+                            !h.as_str()
+                                .is_some_and(|h| h.contains("csv") || h.contains("cclient"))
+                        })
+                        && reply.raw.is_none() =>
+                {
                     check_envelope(&golden.id, &v, &reply, golden.id == "session.get")
                 }
                 _ => check_text(&golden.id, &golden.request, &expected_text, &reply),
@@ -300,5 +428,10 @@ async fn every_recorded_request_gets_vpollers_answer() {
         }
     }
     assert!(checked >= 100, "only {checked} recordings were checked");
-    assert!(failures.is_empty(), "{} of {checked} differ:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} differ:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

@@ -207,3 +207,102 @@ pub fn request(method: &str, fields: serde_json::Value) -> serde_json::Value {
     }
     req
 }
+
+/// Sits in front of a simulator and answers the given vim25 methods with
+/// recorded replies: for the two methods vcsim does not implement
+/// (ListProcessesInGuest, QueryHostStatus). Everything else goes to the
+/// simulator unchanged.
+pub async fn replaying_proxy(
+    upstream: &str,
+    recorded: Vec<(&'static str, &'static str)>,
+) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let upstream = upstream.to_string();
+    let client = reqwest::Client::new();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let (upstream, client, recorded) = (upstream.clone(), client.clone(), recorded.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut reader = BufReader::new(read);
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0;
+                    let mut cookie = None;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end().to_string();
+                        if line.is_empty() {
+                            break;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                        if lower.starts_with("cookie:") {
+                            cookie = Some(line["cookie:".len()..].trim().to_string());
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let text = String::from_utf8_lossy(&body).to_string();
+                    let canned = recorded.iter().find(|(m, _)| {
+                        text.contains(&format!("<{m} ")) || text.contains(&format!("<{m}>"))
+                    });
+                    let (status, set_cookie, reply) = match canned {
+                        Some((_, xml)) => (200, None, xml.as_bytes().to_vec()),
+                        None => {
+                            let path = request_line.split_whitespace().nth(1).unwrap_or("/sdk");
+                            let base = upstream.trim_end_matches("/sdk");
+                            let url = format!("{base}{path}");
+                            let mut req = if request_line.starts_with("GET") {
+                                client.get(&url)
+                            } else {
+                                client.post(&url).body(body)
+                            };
+                            req = req.header("Content-Type", "text/xml; charset=utf-8");
+                            if let Some(c) = &cookie {
+                                req = req.header("Cookie", c);
+                            }
+                            let Ok(resp) = req.send().await else { return };
+                            let status = resp.status().as_u16();
+                            let set_cookie = resp
+                                .headers()
+                                .get("set-cookie")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_string);
+                            let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                            (status, set_cookie, bytes)
+                        }
+                    };
+                    let mut head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: text/xml; charset=utf-8\r\nContent-Length: {}\r\n",
+                        reply.len()
+                    );
+                    if let Some(c) = set_cookie {
+                        head.push_str(&format!("Set-Cookie: {c}\r\n"));
+                    }
+                    head.push_str("\r\n");
+                    if write.write_all(head.as_bytes()).await.is_err()
+                        || write.write_all(&reply).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}/sdk")
+}
