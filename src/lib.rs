@@ -8,4 +8,5 @@
 pub mod agents;
 pub mod cli;
 pub mod methods;
+pub mod server;
 pub mod vsphere;

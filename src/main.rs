@@ -6,7 +6,8 @@ use vpoller::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level, cli.log_json);
+    let (level, json) = logging_for(&cli);
+    init_logging(&level, json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -39,4 +40,20 @@ fn init_logging(level: &str, json: bool) {
     } else {
         builder.init();
     }
+}
+
+/// The daemon logs at its configuration's level and format unless the
+/// command line says otherwise; everything else logs warnings.
+fn logging_for(cli: &Cli) -> (String, bool) {
+    if let cli::Command::Daemon(args) = &cli.command
+        && args.action == cli::service_cmd::Action::Start
+        && let Ok((config, _)) = args.config()
+    {
+        let level = cli.log_level.clone().unwrap_or(config.log_level);
+        return (level, cli.log_json || config.log_json);
+    }
+    (
+        cli.log_level.clone().unwrap_or_else(|| "warn".into()),
+        cli.log_json,
+    )
 }

@@ -60,8 +60,14 @@ impl RegistryAgents {
         Ok(agents)
     }
 
+    /// Uses these session options for sessions made from now on.
+    pub fn with_options(mut self, options: SessionOptions) -> RegistryAgents {
+        self.options = options;
+        self
+    }
+
     /// Re-reads the agents if the database changed since the last read.
-    fn refresh(&self) -> Result<(), String> {
+    pub fn refresh(&self) -> Result<(), String> {
         let store = self
             .store
             .lock()

@@ -6,6 +6,7 @@ pub mod collect;
 pub mod method_args;
 pub mod methods_cmd;
 pub mod secret;
+pub mod service_cmd;
 pub mod target;
 
 use clap::{Parser, Subcommand};
@@ -17,10 +18,11 @@ use clap::{Parser, Subcommand};
     about = "A vSphere API proxy for monitoring systems"
 )]
 pub struct Cli {
-    /// Log level (error, warn, info, debug, trace) or a tracing filter;
+    /// Log level (error, warn, info, debug, trace) or a tracing filter
+    /// [default: warn; the daemon's comes from its configuration];
     /// VPOLLER_LOG overrides it
-    #[arg(long, global = true, default_value = "warn")]
-    pub log_level: String,
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
 
     /// Log as JSON lines
     #[arg(long, global = true)]
@@ -39,6 +41,10 @@ pub enum Command {
     /// Manage the vSphere hosts vpoller polls
     #[command(subcommand)]
     Agent(agent_cmd::AgentCommand),
+    /// Run the service: vPoller's wire protocol on ZeroMQ, methods run here
+    Daemon(Box<service_cmd::DaemonArgs>),
+    /// Send one request to a vpoller (or vPoller) proxy, like vpoller-client
+    Client(Box<service_cmd::ClientArgs>),
     /// List or check the method scripts
     #[command(subcommand)]
     Methods(methods_cmd::MethodsCommand),
@@ -52,5 +58,23 @@ pub async fn run(cli: Cli) -> Result<bool, String> {
         Command::Call(args) => call::run(*args).await,
         Command::Methods(command) => methods_cmd::run(command),
         Command::Agent(command) => agent_cmd::run(command).await,
+        Command::Client(args) => service_cmd::client(*args).await,
+        Command::Daemon(args) => {
+            let (config, warnings) = args.config()?;
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            match args.action {
+                service_cmd::Action::Start => {
+                    crate::server::daemon::run(config.clone(), service_cmd::method_dirs(&config))
+                        .await
+                        .map(|()| true)
+                }
+                action => {
+                    let endpoint = args.endpoint.clone().unwrap_or(config.proxy_mgmt);
+                    service_cmd::manage(&endpoint, action).await
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,213 @@
+//! `vpoller daemon`, `vpoller client`: the service and its client.
+
+use clap::{Args, ValueEnum};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::method_args::builtin_dir;
+use crate::methods::MethodDirs;
+use crate::server::config::Config;
+use crate::server::zmq;
+
+/// Where vPoller keeps its configuration.
+pub const DEFAULT_CONFIG: &str = "/etc/vpoller/vpoller.conf";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Action {
+    /// Run the service (the default)
+    Start,
+    /// Ask a running service for its status
+    Status,
+    /// Ask a running service to stop
+    Stop,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[arg(value_enum, default_value = "start")]
+    pub action: Action,
+
+    /// Configuration file [default: /etc/vpoller/vpoller.conf, if it exists]
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Management endpoint of the running service (status, stop)
+    #[arg(short = 'e', long = "endpoint", value_name = "ENDPOINT")]
+    pub endpoint: Option<String>,
+
+    /// Frontend endpoint for clients (overrides [proxy] frontend)
+    #[arg(long, value_name = "ENDPOINT")]
+    pub frontend: Option<String>,
+
+    /// Management endpoint (overrides [proxy] mgmt)
+    #[arg(long, value_name = "ENDPOINT")]
+    pub mgmt: Option<String>,
+
+    /// Agent database (overrides [worker] db)
+    #[arg(short = 'd', long = "db", value_name = "DB")]
+    pub db: Option<PathBuf>,
+
+    /// Key file of the agent database (overrides [worker] key-file)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// An admin method directory (repeatable; overrides [worker] methods-dir)
+    #[arg(long = "methods-dir", value_name = "DIR")]
+    pub methods_dirs: Vec<PathBuf>,
+
+    /// Log as JSON lines (overrides [log] format)
+    #[arg(long)]
+    pub json_logs: bool,
+}
+
+impl DaemonArgs {
+    /// The configuration: the file, then the flags over it.
+    pub fn config(&self) -> Result<(Config, Vec<String>), String> {
+        let path = match &self.config {
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.is_file()),
+        };
+        let loaded = Config::load(path.as_deref())?;
+        let mut config = loaded.config;
+        if let Some(v) = &self.frontend {
+            config.proxy_frontend = v.clone();
+        }
+        if let Some(v) = &self.mgmt {
+            config.proxy_mgmt = v.clone();
+        }
+        if let Some(v) = &self.db {
+            config.db = v.clone();
+        }
+        if let Some(v) = &self.key_file {
+            config.key_file = v.clone();
+        }
+        if !self.methods_dirs.is_empty() {
+            config.methods_dirs = self.methods_dirs.clone();
+        }
+        config.log_json |= self.json_logs;
+        Ok((config, loaded.warnings))
+    }
+}
+
+pub fn method_dirs(config: &Config) -> MethodDirs {
+    MethodDirs {
+        builtin: config.builtin_methods.clone().or_else(builtin_dir),
+        admin: config.methods_dirs.clone(),
+    }
+}
+
+/// status/stop over the management socket; prints the reply.
+pub async fn manage(endpoint: &str, action: Action) -> Result<bool, String> {
+    let method = match action {
+        Action::Status => "status",
+        Action::Stop => "shutdown",
+        Action::Start => return Err("start is not a management request".into()),
+    };
+    let reply = zmq::request(
+        endpoint,
+        &json!({"method": method}).to_string(),
+        Duration::from_secs(3),
+        1,
+    )
+    .await;
+    println!("{reply}");
+    Ok(serde_json::from_str::<Value>(&reply).is_ok_and(|r| r["success"] == 0))
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// Method to call
+    #[arg(short = 'm', long = "method")]
+    pub method: String,
+    /// vSphere host (agent) to call
+    #[arg(short = 'V', long = "vsphere-host")]
+    pub vsphere_host: String,
+    /// Object name
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+    /// Comma-separated properties
+    #[arg(short = 'p', long = "properties")]
+    pub properties: Option<String>,
+    /// Number of attempts
+    #[arg(short = 'r', long = "retries", default_value_t = 3)]
+    pub retries: u32,
+    /// Timeout of each attempt, in milliseconds
+    #[arg(short = 't', long = "timeout", default_value_t = 10000)]
+    pub timeout: u64,
+    /// Endpoint of the proxy or daemon
+    #[arg(
+        short = 'e',
+        long = "endpoint",
+        default_value = "tcp://localhost:10123"
+    )]
+    pub endpoint: String,
+    /// Key, e.g. a guest disk path
+    #[arg(short = 'k', long = "key")]
+    pub key: Option<String>,
+    /// Performance counter name
+    #[arg(short = 'c', long = "counter")]
+    pub counter: Option<String>,
+    /// Number of performance samples
+    #[arg(short = 's', long = "max-sample")]
+    pub max_sample: Option<String>,
+    /// Performance counter instance
+    #[arg(short = 'i', long = "instance")]
+    pub instance: Option<String>,
+    /// Historical performance interval name
+    #[arg(short = 'T', long = "perf-interval")]
+    pub perf_interval: Option<String>,
+    /// Guest OS user name (vm.process.get)
+    #[arg(short = 'U', long = "guest-username")]
+    pub guest_username: Option<String>,
+    /// Guest OS password (vm.process.get; it shows in the process list, as with vpoller-client)
+    #[arg(short = 'P', long = "guest-password")]
+    pub guest_password: Option<String>,
+    /// Output helper
+    #[arg(short = 'H', long = "helper")]
+    pub helper: Option<String>,
+}
+
+impl ClientArgs {
+    /// The request vpoller-client builds: all twelve keys, null where unset,
+    /// properties split on commas.
+    pub fn request(&self) -> Value {
+        json!({
+            "method": self.method,
+            "hostname": self.vsphere_host,
+            "name": self.name,
+            "username": self.guest_username,
+            "password": self.guest_password,
+            "key": self.key,
+            "properties": self.properties.as_ref().map(|p| p.split(',').collect::<Vec<_>>()),
+            "counter-name": self.counter,
+            "instance": self.instance,
+            "max-sample": self.max_sample,
+            "perf-interval": self.perf_interval,
+            "helper": self.helper,
+        })
+    }
+}
+
+/// Sends the request and prints the reply; the exit status says whether
+/// the reply reports success (a helper's plain output counts as success).
+pub async fn client(args: ClientArgs) -> Result<bool, String> {
+    let reply = zmq::request(
+        &args.endpoint,
+        &args.request().to_string(),
+        Duration::from_millis(args.timeout.max(1)),
+        args.retries,
+    )
+    .await;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{reply}").and_then(|()| out.flush());
+    }
+    Ok(
+        match serde_json::from_str::<Value>(reply.trim_end_matches('\0')) {
+            Ok(v) if v.get("success").is_some() => v["success"] == 0,
+            _ => true,
+        },
+    )
+}

@@ -1,0 +1,230 @@
+//! The configuration file: vPoller's INI sections and options (`[proxy]`,
+//! `[worker]`, `[cache]`) plus vpoller's own. No file means the documented
+//! defaults (config/vpoller.conf). An unknown option is a warning naming
+//! it; a bad value is an error naming section, option and value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::methods::Limits;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub proxy_frontend: String,
+    pub proxy_backend: String,
+    pub proxy_mgmt: String,
+    pub worker_proxy: String,
+    pub worker_mgmt: String,
+    pub worker_concurrency: usize,
+    pub db: PathBuf,
+    pub key_file: PathBuf,
+    pub methods_dirs: Vec<PathBuf>,
+    pub builtin_methods: Option<PathBuf>,
+    pub limits: Limits,
+    pub vsphere_timeout: Duration,
+    pub index_ttl: Duration,
+    pub grace: Duration,
+    pub request_timeout: Duration,
+    pub heartbeat: Duration,
+    pub log_level: String,
+    pub log_json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            proxy_frontend: "tcp://*:10123".into(),
+            proxy_backend: "tcp://*:10124".into(),
+            proxy_mgmt: "tcp://127.0.0.1:9999".into(),
+            worker_proxy: "tcp://127.0.0.1:10124".into(),
+            worker_mgmt: "tcp://127.0.0.1:10000".into(),
+            worker_concurrency: 0,
+            db: PathBuf::from(crate::cli::agent_cmd::DEFAULT_DB),
+            key_file: PathBuf::from(crate::cli::agent_cmd::DEFAULT_KEY_FILE),
+            methods_dirs: Vec::new(),
+            builtin_methods: None,
+            limits: Limits::default(),
+            vsphere_timeout: Duration::from_secs(30),
+            index_ttl: Duration::from_secs(300),
+            grace: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
+            heartbeat: Duration::from_secs(1),
+            log_level: "info".into(),
+            log_json: false,
+        }
+    }
+}
+
+/// The configuration and the warnings about it.
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Reads `path`; `None`, or a default path that does not exist, gives
+    /// the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Loaded, String> {
+        let mut config = Config::default();
+        let mut warnings = Vec::new();
+        let Some(path) = path else {
+            return Ok(Loaded { config, warnings });
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the configuration {}: {e}", path.display()))?;
+        let mut section = String::new();
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.trim().to_string();
+                continue;
+            }
+            let Some((option, value)) = line.split_once('=').or_else(|| line.split_once(':'))
+            else {
+                return Err(format!(
+                    "{}:{}: expected `option = value`, got {line:?}",
+                    path.display(),
+                    n + 1
+                ));
+            };
+            let (option, value) = (option.trim(), value.trim());
+            if let Some(warning) = config.set(&section, option, value)? {
+                warnings.push(format!("{}:{}: {warning}", path.display(), n + 1));
+            }
+        }
+        Ok(Loaded { config, warnings })
+    }
+
+    /// Applies one option; `Ok(Some(warning))` for one this vpoller ignores.
+    fn set(&mut self, section: &str, option: &str, value: &str) -> Result<Option<String>, String> {
+        let bad = |what: &str| format!("[{section}] {option} = {value:?}: {what}");
+        let seconds = |v: &str| -> Result<Duration, String> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| bad("expected a positive number of seconds"))
+        };
+        let number = |v: &str| v.parse::<u64>().map_err(|_| bad("expected a whole number"));
+        let boolean = |v: &str| match v.to_ascii_lowercase().as_str() {
+            "1" | "yes" | "true" | "on" => Ok(true),
+            "0" | "no" | "false" | "off" => Ok(false),
+            _ => Err(bad("expected true or false")),
+        };
+        match (section, option) {
+            ("proxy", "frontend") => self.proxy_frontend = endpoint(value).map_err(|e| bad(&e))?,
+            ("proxy", "backend") => self.proxy_backend = endpoint(value).map_err(|e| bad(&e))?,
+            ("proxy", "mgmt") => self.proxy_mgmt = endpoint(value).map_err(|e| bad(&e))?,
+            ("proxy", "request-timeout") => self.request_timeout = seconds(value)?,
+            ("proxy", "heartbeat") => self.heartbeat = seconds(value)?,
+            ("worker", "proxy") => self.worker_proxy = endpoint(value).map_err(|e| bad(&e))?,
+            ("worker", "mgmt") => self.worker_mgmt = endpoint(value).map_err(|e| bad(&e))?,
+            ("worker", "db") => self.db = PathBuf::from(value),
+            ("worker", "key-file") => self.key_file = PathBuf::from(value),
+            ("worker", "concurrency") => self.worker_concurrency = number(value)? as usize,
+            ("worker", "methods-dir") => {
+                self.methods_dirs = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            }
+            ("worker", "builtin-methods") => self.builtin_methods = Some(PathBuf::from(value)),
+            ("worker", "helpers") | ("worker", "tasks") => {
+                return Ok(Some(format!(
+                    "[worker] {option} is vPoller's list of Python modules; vpoller's methods and helpers are the scripts of its method directories"
+                )));
+            }
+            ("cache", "enabled") => {
+                boolean(value)?;
+            }
+            ("cache", "ttl") => self.index_ttl = seconds(value)?,
+            ("cache", "maxsize") | ("cache", "housekeeping") => {
+                number(value)?;
+            }
+            ("lua", "instructions") => self.limits.instructions = number(value)?.max(1),
+            ("lua", "memory-mb") => self.limits.memory = (number(value)?.max(1) as usize) << 20,
+            ("lua", "timeout") => self.limits.timeout = seconds(value)?,
+            ("vsphere", "timeout") => self.vsphere_timeout = seconds(value)?,
+            ("daemon", "grace") => self.grace = seconds(value)?,
+            ("log", "level") => {
+                tracing_subscriber::EnvFilter::try_new(value).map_err(|e| bad(&e.to_string()))?;
+                self.log_level = value.to_string();
+            }
+            ("log", "format") => {
+                self.log_json = match value {
+                    "json" => true,
+                    "text" => false,
+                    _ => return Err(bad("expected text or json")),
+                }
+            }
+            _ => {
+                return Ok(Some(format!(
+                    "unknown option [{section}] {option}; ignored"
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn endpoint(value: &str) -> Result<String, String> {
+    let rest = value
+        .strip_prefix("tcp://")
+        .ok_or("expected a tcp://host:port endpoint")?;
+    let (_, port) = rest
+        .rsplit_once(':')
+        .ok_or("expected a tcp://host:port endpoint")?;
+    port.parse::<u16>()
+        .map_err(|_| "the port is not a number")?;
+    Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Loaded, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let path = dir.path().join("vpoller.conf");
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn vpoller_options_and_ours_are_read() {
+        let loaded = load(
+            "[proxy]\nfrontend = tcp://*:20123\nmgmt = tcp://127.0.0.1:20999\n\n[worker]\ndb = /tmp/a.db\nhelpers = vpoller.helpers.zabbix\n[cache]\nttl = 60\n[lua]\nmemory-mb = 32\n[log]\nformat = json\n",
+        )
+        .expect("loads");
+        let c = loaded.config;
+        assert_eq!(c.proxy_frontend, "tcp://*:20123");
+        assert_eq!(c.db, PathBuf::from("/tmp/a.db"));
+        assert_eq!(c.index_ttl, Duration::from_secs(60));
+        assert_eq!(c.limits.memory, 32 << 20);
+        assert!(c.log_json);
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0].contains("[worker] helpers"));
+    }
+
+    #[test]
+    fn unknown_options_warn_and_bad_values_fail_with_their_names() {
+        let loaded = load("[proxy]\nfrontnd = tcp://*:1\n").expect("loads");
+        assert!(
+            loaded.warnings[0].contains("unknown option [proxy] frontnd"),
+            "{:?}",
+            loaded.warnings
+        );
+        let err = load("[lua]\ntimeout = soon\n").err().expect("bad value");
+        assert!(err.contains("[lua] timeout = \"soon\""), "{err}");
+        let err = load("[proxy]\nfrontend = udp://x\n")
+            .err()
+            .expect("bad endpoint");
+        assert!(err.contains("[proxy] frontend"), "{err}");
+        assert!(Config::load(None).is_ok());
+    }
+}

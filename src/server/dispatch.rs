@@ -1,0 +1,105 @@
+//! From a request frame to a reply frame, whatever carried it.
+//!
+//! This is the whole interface between a transport and the method layer:
+//! bytes in, text out, exactly one reply per request. The checks and their
+//! messages are vPoller's (its worker's `process_client_msg`).
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::methods::{MethodHost, Reply};
+
+/// Frames larger than this are refused unread.
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
+
+/// Counters for `status`.
+#[derive(Default)]
+pub struct Stats {
+    pub in_flight: AtomicU64,
+    pub done: AtomicU64,
+    pub errors_by_method: Mutex<BTreeMap<String, u64>>,
+}
+
+pub struct Dispatcher {
+    host: Arc<MethodHost>,
+    pub stats: Stats,
+    pub started: Instant,
+}
+
+impl Dispatcher {
+    pub fn new(host: Arc<MethodHost>) -> Dispatcher {
+        Dispatcher {
+            host,
+            stats: Stats::default(),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn host(&self) -> &Arc<MethodHost> {
+        &self.host
+    }
+
+    /// Handles one request frame and returns the reply frame.
+    pub async fn handle(&self, frame: &[u8]) -> String {
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let (method, agent, reply) = self.reply(frame).await;
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.stats.done.fetch_add(1, Ordering::Relaxed);
+        if !reply.success
+            && let Ok(mut errors) = self.stats.errors_by_method.lock()
+        {
+            *errors
+                .entry(method.clone().unwrap_or_else(|| "(none)".into()))
+                .or_default() += 1;
+        }
+        tracing::debug!(
+            method = method.as_deref().unwrap_or("-"),
+            agent = agent.as_deref().unwrap_or("-"),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            success = reply.success,
+            "request"
+        );
+        reply.wire()
+    }
+
+    async fn reply(&self, frame: &[u8]) -> (Option<String>, Option<String>, Reply) {
+        if frame.len() > MAX_REQUEST_BYTES {
+            return (None, None, Reply::error("Invalid message received"));
+        }
+        let Ok(request) = serde_json::from_slice::<Value>(frame) else {
+            return (None, None, Reply::error("Invalid message received"));
+        };
+        if !request.is_object() {
+            return (
+                None,
+                None,
+                Reply::error(format!(
+                    "Expected a JSON message, received <class '{}'>",
+                    python_type(&request)
+                )),
+            );
+        }
+        let text = |k: &str| request.get(k).and_then(Value::as_str).map(str::to_string);
+        let (method, agent) = (text("method"), text("hostname"));
+        let reply = self.host.handle(request).await;
+        (method, agent, reply)
+    }
+}
+
+/// The name Python gives a decoded JSON value's type, as vPoller's message
+/// shows it.
+fn python_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(n) if n.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
