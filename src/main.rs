@@ -45,9 +45,15 @@ fn init_logging(level: &str, json: bool) {
 /// The daemon logs at its configuration's level and format unless the
 /// command line says otherwise; everything else logs warnings.
 fn logging_for(cli: &Cli) -> (String, bool) {
-    if let cli::Command::Daemon(args) = &cli.command
+    let service = match &cli.command {
+        cli::Command::Daemon(a) => Some((a, cli::service_cmd::Role::Daemon)),
+        cli::Command::Proxy(a) => Some((a, cli::service_cmd::Role::Proxy)),
+        cli::Command::Worker(a) => Some((a, cli::service_cmd::Role::Worker)),
+        _ => None,
+    };
+    if let Some((args, role)) = service
         && args.action == cli::service_cmd::Action::Start
-        && let Ok((config, _)) = args.config()
+        && let Ok((config, _)) = args.config(role)
     {
         let level = cli.log_level.clone().unwrap_or(config.log_level);
         return (level, cli.log_json || config.log_json);

@@ -43,6 +43,10 @@ pub enum Command {
     Agent(agent_cmd::AgentCommand),
     /// Run the service: vPoller's wire protocol on ZeroMQ, methods run here
     Daemon(Box<service_cmd::DaemonArgs>),
+    /// Run a proxy: clients on the frontend, workers on the backend
+    Proxy(Box<service_cmd::DaemonArgs>),
+    /// Run a worker for a proxy
+    Worker(Box<service_cmd::DaemonArgs>),
     /// Send one request to a vpoller (or vPoller) proxy, like vpoller-client
     Client(Box<service_cmd::ClientArgs>),
     /// List or check the method scripts
@@ -59,22 +63,8 @@ pub async fn run(cli: Cli) -> Result<bool, String> {
         Command::Methods(command) => methods_cmd::run(command),
         Command::Agent(command) => agent_cmd::run(command).await,
         Command::Client(args) => service_cmd::client(*args).await,
-        Command::Daemon(args) => {
-            let (config, warnings) = args.config()?;
-            for w in warnings {
-                tracing::warn!("{w}");
-            }
-            match args.action {
-                service_cmd::Action::Start => {
-                    crate::server::daemon::run(config.clone(), service_cmd::method_dirs(&config))
-                        .await
-                        .map(|()| true)
-                }
-                action => {
-                    let endpoint = args.endpoint.clone().unwrap_or(config.proxy_mgmt);
-                    service_cmd::manage(&endpoint, action).await
-                }
-            }
-        }
+        Command::Daemon(args) => service_cmd::service(service_cmd::Role::Daemon, &args).await,
+        Command::Proxy(args) => service_cmd::service(service_cmd::Role::Proxy, &args).await,
+        Command::Worker(args) => service_cmd::service(service_cmd::Role::Worker, &args).await,
     }
 }

@@ -40,9 +40,21 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "ENDPOINT")]
     pub frontend: Option<String>,
 
-    /// Management endpoint (overrides [proxy] mgmt)
+    /// Management endpoint (overrides [proxy] mgmt, or [worker] mgmt for a worker)
     #[arg(long, value_name = "ENDPOINT")]
     pub mgmt: Option<String>,
+
+    /// Backend endpoint for workers (proxy; overrides [proxy] backend)
+    #[arg(long, value_name = "ENDPOINT")]
+    pub backend: Option<String>,
+
+    /// The proxy's backend to connect to (worker; overrides [worker] proxy)
+    #[arg(long, value_name = "ENDPOINT")]
+    pub proxy: Option<String>,
+
+    /// Requests a worker runs at once (worker; overrides [worker] concurrency)
+    #[arg(short = 'c', long, value_name = "N")]
+    pub concurrency: Option<usize>,
 
     /// Agent database (overrides [worker] db)
     #[arg(short = 'd', long = "db", value_name = "DB")]
@@ -63,7 +75,7 @@ pub struct DaemonArgs {
 
 impl DaemonArgs {
     /// The configuration: the file, then the flags over it.
-    pub fn config(&self) -> Result<(Config, Vec<String>), String> {
+    pub fn config(&self, role: Role) -> Result<(Config, Vec<String>), String> {
         let path = match &self.config {
             Some(p) => Some(p.clone()),
             None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.is_file()),
@@ -74,7 +86,19 @@ impl DaemonArgs {
             config.proxy_frontend = v.clone();
         }
         if let Some(v) = &self.mgmt {
-            config.proxy_mgmt = v.clone();
+            match role {
+                Role::Worker => config.worker_mgmt = v.clone(),
+                _ => config.proxy_mgmt = v.clone(),
+            }
+        }
+        if let Some(v) = &self.backend {
+            config.proxy_backend = v.clone();
+        }
+        if let Some(v) = &self.proxy {
+            config.worker_proxy = v.clone();
+        }
+        if let Some(v) = self.concurrency {
+            config.worker_concurrency = v;
         }
         if let Some(v) = &self.db {
             config.db = v.clone();
@@ -88,6 +112,37 @@ impl DaemonArgs {
         config.log_json |= self.json_logs;
         Ok((config, loaded.warnings))
     }
+}
+
+/// Which service a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Daemon,
+    Proxy,
+    Worker,
+}
+
+/// Runs a service, or asks a running one for its status or to stop.
+pub async fn service(role: Role, args: &DaemonArgs) -> Result<bool, String> {
+    let (config, warnings) = args.config(role)?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    if args.action != Action::Start {
+        let default = match role {
+            Role::Worker => config.worker_mgmt.clone(),
+            _ => config.proxy_mgmt.clone(),
+        };
+        let endpoint = args.endpoint.clone().unwrap_or(default);
+        return manage(&endpoint, args.action).await;
+    }
+    let dirs = method_dirs(&config);
+    match role {
+        Role::Daemon => crate::server::daemon::run(config, dirs).await,
+        Role::Proxy => crate::server::broker::run(config).await,
+        Role::Worker => crate::server::worker::run(config, dirs).await,
+    }
+    .map(|()| true)
 }
 
 pub fn method_dirs(config: &Config) -> MethodDirs {
