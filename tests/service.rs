@@ -1,0 +1,588 @@
+//! The service on the wire: the real vpoller-client 0.7.3 and raw pyzmq
+//! against `vpoller daemon` and against a proxy with workers, on the
+//! simulator; management; stopping under load; workers dying.
+
+mod common;
+
+use common::{Simulator, project_dir};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn simulator() -> &'static Simulator {
+    static SIM: OnceLock<Simulator> = OnceLock::new();
+    SIM.get_or_init(|| Simulator::start(&[]))
+}
+
+/// vPoller 0.7.3's Python client and pyzmq, installed once.
+fn venv() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let dir = project_dir().join("target/pyvenv");
+        let status = Command::new("bash")
+            .arg(project_dir().join("tests/pyclient/setup.sh"))
+            .arg(&dir)
+            .status()
+            .expect("run setup.sh");
+        assert!(
+            status.success(),
+            "installing vpoller 0.7.3 into {} failed",
+            dir.display()
+        );
+        dir
+    })
+    .clone()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn endpoint(port: u16) -> String {
+    format!("tcp://127.0.0.1:{port}")
+}
+
+/// A registry with the simulator as agent `vcsim`.
+struct Registry {
+    dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn new() -> Registry {
+        let r = Registry {
+            dir: tempfile::tempdir().expect("dir"),
+        };
+        assert!(
+            vpoller(&["agent", "init", "-d", &r.db(), "--key-file", &r.key()])
+                .status
+                .success()
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_vpoller"))
+            .args([
+                "agent",
+                "add",
+                "-d",
+                &r.db(),
+                "--key-file",
+                &r.key(),
+                "-H",
+                "vcsim",
+                "-U",
+                "user",
+                "--url",
+                &simulator().url,
+            ])
+            .env("VPOLLER_PASSWORD", "pass")
+            .output()
+            .expect("add");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        r
+    }
+    fn db(&self) -> String {
+        self.dir.path().join("agents.db").display().to_string()
+    }
+    fn key(&self) -> String {
+        self.dir.path().join("agents.key").display().to_string()
+    }
+}
+
+fn vpoller(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpoller"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vpoller")
+}
+
+/// A service process, stopped with SIGTERM when dropped.
+struct Service(Child);
+
+impl Service {
+    fn start(args: &[&str]) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_vpoller"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start vpoller");
+        Service(child)
+    }
+    fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        None
+    }
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+fn daemon(reg: &Registry) -> (Service, String, String) {
+    let (front, mgmt) = (endpoint(free_port()), endpoint(free_port()));
+    let s = Service::start(&[
+        "daemon",
+        "-d",
+        &reg.db(),
+        "--key-file",
+        &reg.key(),
+        "--frontend",
+        &front,
+        "--mgmt",
+        &mgmt,
+    ]);
+    wait_for_status(&mgmt, "daemon");
+    (s, front, mgmt)
+}
+
+fn wait_for_status(mgmt: &str, role: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = vpoller(&[role, "status", "-e", mgmt]);
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).expect("status JSON");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{role} did not come up at {mgmt}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// vpoller-client 0.7.3 itself.
+fn py_client(front: &str, args: &[&str]) -> String {
+    let out = Command::new(venv().join("bin/vpoller-client"))
+        .args(args)
+        .args(["-e", front, "-t", "5000", "-r", "1"])
+        .output()
+        .expect("run vpoller-client");
+    String::from_utf8_lossy(&out.stdout)
+        .trim_end_matches('\n')
+        .to_string()
+}
+
+fn parsed(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn vpoller_client_conversation(front: &str) {
+    let r = parsed(&py_client(front, &["-m", "vm.discover", "-V", "vcsim"]));
+    assert_eq!(r["success"], 0, "{r}");
+    assert_eq!(r["result"].as_array().map(Vec::len), Some(4));
+    let r = parsed(&py_client(
+        front,
+        &[
+            "-m",
+            "vm.get",
+            "-V",
+            "vcsim",
+            "-n",
+            "DC0_H0_VM0",
+            "-p",
+            "runtime.powerState",
+        ],
+    ));
+    assert_eq!(
+        r["result"],
+        json!([{"name": "DC0_H0_VM0", "runtime.powerState": "poweredOn"}])
+    );
+    let r = parsed(&py_client(
+        front,
+        &[
+            "-m",
+            "host.get",
+            "-V",
+            "vcsim",
+            "-n",
+            "DC0_H0",
+            "-p",
+            "runtime.connectionState",
+        ],
+    ));
+    assert_eq!(r["result"][0]["runtime.connectionState"], "connected");
+    assert_eq!(
+        py_client(
+            front,
+            &[
+                "-m",
+                "vm.get",
+                "-V",
+                "vcsim",
+                "-n",
+                "DC0_H0_VM0",
+                "-p",
+                "runtime.powerState",
+                "-H",
+                "vpoller.helpers.zabbix"
+            ]
+        ),
+        "\"poweredOn\""
+    );
+    let r = parsed(&py_client(front, &["-m", "no.such.method", "-V", "vcsim"]));
+    assert_eq!(
+        r,
+        json!({"success": 1, "msg": "Unknown or missing task/method name"})
+    );
+    let r = parsed(&py_client(front, &["-m", "about", "-V", "no-such-agent"]));
+    assert_eq!(
+        r,
+        json!({"success": 1, "msg": "Unknown or missing agent name"})
+    );
+}
+
+#[test]
+fn vpoller_client_0_7_3_talks_to_the_daemon() {
+    let reg = Registry::new();
+    let (_daemon, front, _) = daemon(&reg);
+    vpoller_client_conversation(&front);
+}
+
+#[test]
+fn vpoller_client_0_7_3_talks_to_a_proxy_and_worker() {
+    let reg = Registry::new();
+    let (front, back, pm, wm) = (
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+    );
+    let _proxy = Service::start(&[
+        "proxy",
+        "--frontend",
+        &front,
+        "--backend",
+        &back,
+        "--mgmt",
+        &pm,
+    ]);
+    wait_for_status(&pm, "proxy");
+    let _worker = Service::start(&[
+        "worker",
+        "-d",
+        &reg.db(),
+        "--key-file",
+        &reg.key(),
+        "--proxy",
+        &back,
+        "--mgmt",
+        &wm,
+    ]);
+    wait_for_status(&wm, "worker");
+    vpoller_client_conversation(&front);
+}
+
+#[test]
+fn malformed_messages_get_vpollers_error_replies_and_break_nothing() {
+    let reg = Registry::new();
+    let (_daemon, front, mgmt) = daemon(&reg);
+    let out = Command::new(venv().join("bin/python"))
+        .arg(project_dir().join("tests/pyclient/raw.py"))
+        .arg(&front)
+        .output()
+        .expect("raw client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let replies: Vec<Value> = text.lines().map(parsed).collect();
+    assert_eq!(
+        replies,
+        [
+            json!({"success": 1, "msg": "Invalid message received"}),
+            json!({"success": 1, "msg": "Expected a JSON message, received <class 'list'>"}),
+            json!({"success": 1, "msg": "Expected a JSON message, received <class 'str'>"}),
+            json!({"success": 1, "msg": "Unknown or missing task/method name"}),
+            json!({"success": 1, "msg": "Unknown or missing task/method name"}),
+            json!({"success": 1, "msg": "Invalid message received"}),
+            json!({"success": 1, "msg": "Invalid message received"}),
+        ],
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Still serving, and the management socket survives garbage too.
+    assert!(vpoller_client_ok(&front));
+    let out = Command::new(venv().join("bin/python"))
+        .args(["-c", "import sys,zmq; s=zmq.Context().socket(zmq.REQ); s.connect(sys.argv[1]); s.send(b'garbage'); print(s.recv().decode())", &mgmt])
+        .output()
+        .expect("mgmt garbage");
+    assert_eq!(
+        parsed(String::from_utf8_lossy(&out.stdout).trim()),
+        json!({"success": 1, "msg": "Invalid message received"})
+    );
+    assert_eq!(
+        wait_for_status(&mgmt, "daemon")["result"]["status"],
+        "running"
+    );
+}
+
+fn vpoller_client_ok(front: &str) -> bool {
+    let out = vpoller(&[
+        "client", "-m", "about", "-V", "vcsim", "-e", front, "-t", "5000", "-r", "1",
+    ]);
+    out.status.success()
+}
+
+#[test]
+fn status_reload_and_shutdown_over_the_management_socket() {
+    let reg = Registry::new();
+    let (mut daemon, front, mgmt) = daemon(&reg);
+    assert!(vpoller_client_ok(&front));
+    let out = vpoller(&[
+        "client", "-m", "vm.get", "-V", "vcsim", "-n", "nope", "-p", "name", "-e", &front,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "client exit status follows success"
+    );
+    let status = wait_for_status(&mgmt, "daemon");
+    let result = &status["result"];
+    assert_eq!(result["requests"]["done"], 2);
+    assert_eq!(result["requests"]["errors_by_method"]["vm.get"], 1);
+    assert_eq!(result["sessions"][0]["hostname"], "vcsim");
+    assert_eq!(result["sessions"][0]["logged_in"], true);
+    assert_eq!(result["methods"], 53);
+
+    let reload = Command::new(venv().join("bin/python"))
+        .args(["-c", "import sys,zmq,json; s=zmq.Context().socket(zmq.REQ); s.connect(sys.argv[1]); s.send_json({'method':'reload'}); print(s.recv().decode())", &mgmt])
+        .output()
+        .expect("reload");
+    let reload = parsed(String::from_utf8_lossy(&reload.stdout).trim());
+    assert_eq!(reload["success"], 0, "{reload}");
+    assert_eq!(reload["result"]["methods"], 53);
+
+    let out = vpoller(&["daemon", "stop", "-e", &mgmt]);
+    assert!(out.status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while daemon.0.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        daemon.0.try_wait().ok().flatten().and_then(|s| s.code()),
+        Some(0)
+    );
+}
+
+/// Sends `n` requests at once from threads; returns the replies.
+fn load(front: &str, n: usize, timeout_ms: u64) -> Vec<Value> {
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let front = front.to_string();
+            std::thread::spawn(move || {
+                let name = [
+                    "DC0_H0_VM0",
+                    "DC0_H0_VM1",
+                    "DC0_C0_RP0_VM0",
+                    "DC0_C0_RP0_VM1",
+                ][i % 4];
+                let out = vpoller(&[
+                    "client",
+                    "-m",
+                    "vm.get",
+                    "-V",
+                    "vcsim",
+                    "-n",
+                    name,
+                    "-p",
+                    "runtime.powerState",
+                    "-e",
+                    &front,
+                    "-t",
+                    &timeout_ms.to_string(),
+                    "-r",
+                    "1",
+                ]);
+                parsed(String::from_utf8_lossy(&out.stdout).trim())
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect()
+}
+
+#[test]
+fn sigterm_under_load_answers_every_request_and_exits_0() {
+    let reg = Registry::new();
+    let (mut daemon, front, _) = daemon(&reg);
+    let front2 = front.clone();
+    let clients = std::thread::spawn(move || load(&front2, 24, 8000));
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(daemon.terminate(), Some(0), "graceful exit");
+    let replies = clients.join().expect("clients");
+    // Each request was answered before the stop, or found the daemon gone.
+    for r in &replies {
+        assert!(
+            r["success"] == 0 || r["msg"] == "Did not receive response, aborting...",
+            "{r}"
+        );
+    }
+    assert!(replies.iter().any(|r| r["success"] == 0));
+}
+
+#[test]
+fn two_workers_share_the_load_and_a_dead_one_loses_no_reply() {
+    let reg = Registry::new();
+    let (front, back, pm) = (
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+    );
+    let _proxy = Service::start(&[
+        "proxy",
+        "--frontend",
+        &front,
+        "--backend",
+        &back,
+        "--mgmt",
+        &pm,
+    ]);
+    wait_for_status(&pm, "proxy");
+    let (w1m, w2m) = (endpoint(free_port()), endpoint(free_port()));
+    let mut w1 = Service::start(&[
+        "worker",
+        "-d",
+        &reg.db(),
+        "--key-file",
+        &reg.key(),
+        "--proxy",
+        &back,
+        "--mgmt",
+        &w1m,
+        "-c",
+        "2",
+    ]);
+    let _w2 = Service::start(&[
+        "worker",
+        "-d",
+        &reg.db(),
+        "--key-file",
+        &reg.key(),
+        "--proxy",
+        &back,
+        "--mgmt",
+        &w2m,
+        "-c",
+        "2",
+    ]);
+    wait_for_status(&w1m, "worker");
+    wait_for_status(&w2m, "worker");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while wait_for_status(&pm, "proxy")["result"]["workers_connected"] != 2 {
+        assert!(Instant::now() < deadline, "workers did not register");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let replies = load(&front, 16, 10000);
+    assert!(replies.iter().all(|r| r["success"] == 0), "{replies:?}");
+    let done = |m: &str| {
+        wait_for_status(m, "worker")["result"]["requests"]["done"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let (d1, d2) = (done(&w1m), done(&w2m));
+    assert_eq!(d1 + d2, 16);
+    assert!(d1 > 0 && d2 > 0, "both workers served: {d1} and {d2}");
+
+    // Kill one worker in the middle of a load: every request still gets a
+    // reply (its result, or an error for those the dead worker held).
+    let front2 = front.clone();
+    let clients = std::thread::spawn(move || load(&front2, 24, 10000));
+    std::thread::sleep(Duration::from_millis(100));
+    w1.kill();
+    let replies = clients.join().expect("clients");
+    for r in &replies {
+        assert!(
+            r["success"] == 0
+                || r["msg"] == "The worker handling this request stopped before replying",
+            "{r}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while wait_for_status(&pm, "proxy")["result"]["workers_connected"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy kept routing to the dead worker"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(load(&front, 8, 10000).iter().all(|r| r["success"] == 0));
+}
+
+#[test]
+fn workers_find_a_restarted_proxy() {
+    let reg = Registry::new();
+    let (front, back, pm, wm) = (
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+    );
+    let mut proxy = Service::start(&[
+        "proxy",
+        "--frontend",
+        &front,
+        "--backend",
+        &back,
+        "--mgmt",
+        &pm,
+    ]);
+    wait_for_status(&pm, "proxy");
+    let _worker = Service::start(&[
+        "worker",
+        "-d",
+        &reg.db(),
+        "--key-file",
+        &reg.key(),
+        "--proxy",
+        &back,
+        "--mgmt",
+        &wm,
+    ]);
+    wait_for_status(&wm, "worker");
+    assert!(vpoller_client_ok(&front));
+    proxy.kill();
+    let _proxy = Service::start(&[
+        "proxy",
+        "--frontend",
+        &front,
+        "--backend",
+        &back,
+        "--mgmt",
+        &pm,
+    ]);
+    wait_for_status(&pm, "proxy");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !vpoller_client_ok(&front) {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not find the restarted proxy"
+        );
+    }
+}
