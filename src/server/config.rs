@@ -228,3 +228,32 @@ mod tests {
         assert!(Config::load(None).is_ok());
     }
 }
+
+#[cfg(test)]
+mod documented_defaults {
+    use super::*;
+
+    /// config/vpoller.conf says what the defaults are; it must stay true.
+    #[test]
+    fn the_shipped_file_loads_cleanly_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/vpoller.conf");
+        let loaded = Config::load(Some(&path)).expect("config/vpoller.conf loads");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let (file, defaults) = (loaded.config, Config::default());
+        assert_eq!(file.proxy_frontend, defaults.proxy_frontend);
+        assert_eq!(file.proxy_mgmt, defaults.proxy_mgmt);
+        assert_eq!(file.worker_proxy, defaults.worker_proxy);
+        assert_eq!(file.db, defaults.db);
+        assert_eq!(file.key_file, defaults.key_file);
+        assert_eq!(file.limits, defaults.limits);
+        assert_eq!(file.index_ttl, defaults.index_ttl);
+        assert_eq!(file.vsphere_timeout, defaults.vsphere_timeout);
+        assert_eq!(file.grace, defaults.grace);
+        assert_eq!(file.request_timeout, defaults.request_timeout);
+        assert_eq!(file.heartbeat, defaults.heartbeat);
+        assert_eq!(
+            (file.log_level, file.log_json),
+            (defaults.log_level, defaults.log_json)
+        );
+    }
+}

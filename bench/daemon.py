@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Throughput and latency of `vpoller daemon` under concurrent REQ clients,
+against baselines measured in the same run on the same simulator:
+
+  * the raw single-object RetrievePropertiesEx rate (keep-alive HTTP, one
+    session, the same number of clients): the floor vpoller cannot beat
+    without a cache;
+  * when it can be installed, the original vPoller 0.7.3 (proxy + worker).
+
+    bench/daemon.py [--vms 1000,10000] [--seconds 10] [--clients 8]
+
+Needs tests/pyclient/setup.sh's virtual environment (made here if missing).
+Targets (issue 6): vm.get at least 20x the original's throughput and within
+1.5x of the raw floor.
+"""
+import argparse, http.client, json, multiprocessing as mp, os, re, shutil, signal, socket
+import statistics, subprocess, sys, tempfile, time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(TOP, "target/pyvenv")
+VPOLLER = os.path.join(TOP, "target/release/vpoller")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def zmq_worker(endpoint, requests, seconds, out):
+    import zmq
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.connect(endpoint)
+    lat, errors, i = [], 0, 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        body = requests[i % len(requests)]
+        i += 1
+        t = time.perf_counter()
+        sock.send(body)
+        reply = sock.recv()
+        lat.append(time.perf_counter() - t)
+        if b'"success": 0' not in reply and b'"success":0' not in reply:
+            errors += 1
+    out.put((lat, errors))
+
+
+def run_load(endpoint, requests, seconds, clients):
+    q = mp.Queue()
+    procs = [mp.Process(target=zmq_worker, args=(endpoint, requests, seconds, q)) for _ in range(clients)]
+    for p in procs:
+        p.start()
+    results = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    lat = sorted(x for r in results for x in r[0])
+    errors = sum(r[1] for r in results)
+    return {
+        "rps": len(lat) / seconds,
+        "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
+        "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else float("nan"),
+        "n": len(lat),
+        "errors": errors,
+    }
+
+
+ENVELOPE = ('<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+            'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+            'xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>{}</soapenv:Body></soapenv:Envelope>')
+
+
+def soap(conn, cookie, body):
+    headers = {"Content-Type": "text/xml; charset=utf-8"}
+    if cookie:
+        headers["Cookie"] = cookie
+    conn.request("POST", "/sdk", ENVELOPE.format(body), headers)
+    r = conn.getresponse()
+    data = r.read()
+    return r, data
+
+
+def raw_worker(port, moref, seconds, out):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    r, _ = soap(conn, None, '<Login xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this>'
+                            '<userName>user</userName><password>pass</password></Login>')
+    cookie = r.getheader("Set-Cookie").split(";")[0]
+    body = ('<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">propertyCollector</_this>'
+            '<specSet><propSet><type>VirtualMachine</type><pathSet>name</pathSet><pathSet>runtime.powerState</pathSet>'
+            f'</propSet><objectSet><obj type="VirtualMachine">{moref}</obj></objectSet></specSet><options/>'
+            '</RetrievePropertiesEx>')
+    lat = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        soap(conn, cookie, body)
+        lat.append(time.perf_counter() - t)
+    out.put((lat, 0))
+
+
+def raw_floor(port, moref, seconds, clients):
+    q = mp.Queue()
+    procs = [mp.Process(target=raw_worker, args=(port, moref, seconds, q)) for _ in range(clients)]
+    for p in procs:
+        p.start()
+    lat = sorted(x for _ in procs for x in q.get()[0])
+    for p in procs:
+        p.join()
+    return {"rps": len(lat) / seconds, "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)]}
+
+
+def requests_for(method, names):
+    out = []
+    for n in names:
+        req = {"method": method, "hostname": "vcsim", "name": n, "username": None, "password": None, "key": None,
+               "properties": ["runtime.powerState"] if method != "vm.discover" else None, "counter-name": None,
+               "instance": None, "max-sample": None, "perf-interval": None, "helper": None}
+        out.append(json.dumps(req).encode())
+    return out
+
+
+def mgmt(endpoint, method):
+    import zmq
+    s = zmq.Context().socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    s.send_json({"method": method})
+    if not s.poll(5000):
+        return {}
+    return json.loads(s.recv())
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        m = re.search(r"VmHWM:\s+(\d+) kB", f.read())
+    return int(m.group(1)) / 1024 if m else float("nan")
+
+
+def soap_calls(status):
+    return sum(s.get("soap_calls", 0) for s in status.get("result", {}).get("sessions", []))
+
+
+def bench_size(vms, seconds, clients, tmp, original):
+    per_pool = max(1, vms // 2)
+    t0 = time.time()
+    sim = subprocess.Popen([os.path.join(TOP, "target/vcsim/vcsim"), "-stdinexit", "-standalone", "1", "-cluster", "1",
+                            "-host", "2", "-vm", str(per_pool)] + (["-tls"] if original else []),
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    url = sim.stdout.readline().decode().strip()
+    sim_port = int(url.rsplit(":", 1)[1].split("/")[0])
+    print(f"\n== {2 * per_pool} VMs (simulator up in {time.time() - t0:.1f} s at {url})")
+    db, key = os.path.join(tmp, f"a{vms}.db"), os.path.join(tmp, f"a{vms}.key")
+    subprocess.run([VPOLLER, "agent", "init", "-d", db, "--key-file", key], check=True, stdout=subprocess.DEVNULL)
+    add = [VPOLLER, "agent", "add", "-d", db, "--key-file", key, "-H", "vcsim", "-U", "user", "--url", url]
+    if original:
+        add.append("--insecure")
+    subprocess.run(add, check=True, env=dict(os.environ, VPOLLER_PASSWORD="pass"), stdout=subprocess.DEVNULL)
+    front, mg = free_port(), free_port()
+    daemon = subprocess.Popen([VPOLLER, "daemon", "-d", db, "--key-file", key, "--frontend", f"tcp://127.0.0.1:{front}",
+                               "--mgmt", f"tcp://127.0.0.1:{mg}", "--log-level", "error"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(front)
+    endpoint, mgmt_ep = f"tcp://127.0.0.1:{front}", f"tcp://127.0.0.1:{mg}"
+    vm_names = [f"DC0_H0_VM{i}" for i in range(0, per_pool, max(1, per_pool // 50))]
+    host_names = ["DC0_H0", "DC0_C0_H0", "DC0_C0_H1"]
+    results = {}
+    for method, names, secs in [("vm.get", vm_names, seconds), ("host.get", host_names, seconds),
+                                ("vm.discover", ["-"], max(2, seconds // 2))]:
+        reqs = requests_for(method, names)
+        run_load(endpoint, reqs, 1, 2)  # warm-up: sessions, views, the name index
+        before = soap_calls(mgmt(mgmt_ep, "status"))
+        r = run_load(endpoint, reqs, secs, clients)
+        after = soap_calls(mgmt(mgmt_ep, "status"))
+        r["soap_per_request"] = (after - before) / max(1, r["n"])
+        results[method] = r
+    rss = peak_rss_mb(daemon.pid)
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(timeout=30)
+
+    moref = None
+    if not original:
+        conn = http.client.HTTPConnection("127.0.0.1", sim_port)
+        r, _ = soap(conn, None, '<Login xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this>'
+                                '<userName>user</userName><password>pass</password></Login>')
+        moref = "vm-57"
+        floor = raw_floor(sim_port, moref, seconds, clients)
+    else:
+        floor = None
+
+    for method, r in results.items():
+        print(f"vpoller {method:12s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  "
+              f"SOAP calls/request {r['soap_per_request']:.2f}  errors {r['errors']}")
+    print(f"vpoller daemon peak RSS {rss:.1f} MB")
+    if floor:
+        print(f"raw RetrievePropertiesEx (1 object)  {floor['rps']:8.0f} req/s  p50 {floor['p50_ms']:6.2f} ms  "
+              f"p99 {floor['p99_ms']:6.2f} ms")
+        print(f"vm.get against the raw floor: {floor['rps'] / results['vm.get']['rps']:.2f}x slower (target <= 1.5)")
+    sim.stdin.close()
+    sim.wait()
+    return results, floor
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vms", default="1000,10000")
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=8)
+    args = ap.parse_args()
+    subprocess.run(["bash", os.path.join(TOP, "tests/pyclient/setup.sh"), VENV], check=True)
+    if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
+        os.execv(os.path.join(VENV, "bin/python"), [os.path.join(VENV, "bin/python")] + sys.argv)
+    subprocess.run(["bash", os.path.join(TOP, "tests/vcsim/build.sh")], check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=TOP, check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for vms in [int(v) for v in args.vms.split(",")]:
+            bench_size(vms, args.seconds, args.clients, tmp, original=False)
+    print("\nThe original vPoller 0.7.3 needs its worker patched for Python 3.11 (see the shared reference, §12);"
+          " it is not run by this script.")
+
+
+if __name__ == "__main__":
+    main()
