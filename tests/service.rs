@@ -161,6 +161,39 @@ fn daemon(reg: &Registry) -> (Service, String, String) {
     (s, front, mgmt)
 }
 
+fn proxy(front: &str, back: &str, mgmt: &str) -> Service {
+    let s = Service::start(&[
+        "proxy",
+        "--frontend",
+        front,
+        "--backend",
+        back,
+        "--mgmt",
+        mgmt,
+    ]);
+    wait_for_status(mgmt, "proxy");
+    s
+}
+
+fn worker(reg: &Registry, back: &str, mgmt: &str, extra: &[&str]) -> Service {
+    let (db, key) = (reg.db(), reg.key());
+    let mut args = vec![
+        "worker",
+        "-d",
+        &db,
+        "--key-file",
+        &key,
+        "--proxy",
+        back,
+        "--mgmt",
+        mgmt,
+    ];
+    args.extend_from_slice(extra);
+    let s = Service::start(&args);
+    wait_for_status(mgmt, "worker");
+    s
+}
+
 fn wait_for_status(mgmt: &str, role: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -273,28 +306,8 @@ fn vpoller_client_0_7_3_talks_to_a_proxy_and_worker() {
         endpoint(free_port()),
         endpoint(free_port()),
     );
-    let _proxy = Service::start(&[
-        "proxy",
-        "--frontend",
-        &front,
-        "--backend",
-        &back,
-        "--mgmt",
-        &pm,
-    ]);
-    wait_for_status(&pm, "proxy");
-    let _worker = Service::start(&[
-        "worker",
-        "-d",
-        &reg.db(),
-        "--key-file",
-        &reg.key(),
-        "--proxy",
-        &back,
-        "--mgmt",
-        &wm,
-    ]);
-    wait_for_status(&wm, "worker");
+    let _proxy = proxy(&front, &back, &pm);
+    let _worker = worker(&reg, &back, &wm, &[]);
     vpoller_client_conversation(&front);
 }
 
@@ -454,45 +467,10 @@ fn two_workers_share_the_load_and_a_dead_one_loses_no_reply() {
         endpoint(free_port()),
         endpoint(free_port()),
     );
-    let _proxy = Service::start(&[
-        "proxy",
-        "--frontend",
-        &front,
-        "--backend",
-        &back,
-        "--mgmt",
-        &pm,
-    ]);
-    wait_for_status(&pm, "proxy");
+    let _proxy = proxy(&front, &back, &pm);
     let (w1m, w2m) = (endpoint(free_port()), endpoint(free_port()));
-    let mut w1 = Service::start(&[
-        "worker",
-        "-d",
-        &reg.db(),
-        "--key-file",
-        &reg.key(),
-        "--proxy",
-        &back,
-        "--mgmt",
-        &w1m,
-        "-c",
-        "2",
-    ]);
-    let _w2 = Service::start(&[
-        "worker",
-        "-d",
-        &reg.db(),
-        "--key-file",
-        &reg.key(),
-        "--proxy",
-        &back,
-        "--mgmt",
-        &w2m,
-        "-c",
-        "2",
-    ]);
-    wait_for_status(&w1m, "worker");
-    wait_for_status(&w2m, "worker");
+    let mut w1 = worker(&reg, &back, &w1m, &["-c", "2"]);
+    let _w2 = worker(&reg, &back, &w2m, &["-c", "2"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while wait_for_status(&pm, "proxy")["result"]["workers_connected"] != 2 {
         assert!(Instant::now() < deadline, "workers did not register");
@@ -544,40 +522,11 @@ fn workers_find_a_restarted_proxy() {
         endpoint(free_port()),
         endpoint(free_port()),
     );
-    let mut proxy = Service::start(&[
-        "proxy",
-        "--frontend",
-        &front,
-        "--backend",
-        &back,
-        "--mgmt",
-        &pm,
-    ]);
-    wait_for_status(&pm, "proxy");
-    let _worker = Service::start(&[
-        "worker",
-        "-d",
-        &reg.db(),
-        "--key-file",
-        &reg.key(),
-        "--proxy",
-        &back,
-        "--mgmt",
-        &wm,
-    ]);
-    wait_for_status(&wm, "worker");
+    let mut first = proxy(&front, &back, &pm);
+    let _worker = worker(&reg, &back, &wm, &[]);
     assert!(vpoller_client_ok(&front));
-    proxy.kill();
-    let _proxy = Service::start(&[
-        "proxy",
-        "--frontend",
-        &front,
-        "--backend",
-        &back,
-        "--mgmt",
-        &pm,
-    ]);
-    wait_for_status(&pm, "proxy");
+    first.kill();
+    let _second = proxy(&front, &back, &pm);
     let deadline = Instant::now() + Duration::from_secs(15);
     while !vpoller_client_ok(&front) {
         assert!(

@@ -23,17 +23,8 @@ impl Management for DaemonStatus {
     }
 
     fn status(&self) -> Value {
-        use std::sync::atomic::Ordering;
-        let stats = &self.dispatcher.stats;
         let catalog = self.dispatcher.host().catalog();
-        let agents: Vec<Value> = self
-            .agents
-            .sessions()
-            .into_iter()
-            .map(|(hostname, s)| {
-                json!({"hostname": hostname, "logged_in": s.is_logged_in(), "logins": s.logins(), "soap_calls": s.calls()})
-            })
-            .collect();
+        let (requests, sessions) = activity(&self.dispatcher, &self.agents);
         json!({
             "status": "running",
             "hostname": hostname(),
@@ -43,15 +34,11 @@ impl Management for DaemonStatus {
             "mgmt": self.config.proxy_mgmt,
             "db": self.config.db,
             "workers": 1,
-            "requests": {
-                "in_flight": stats.in_flight.load(Ordering::Relaxed),
-                "done": stats.done.load(Ordering::Relaxed),
-                "errors_by_method": stats.errors_by_method.lock().map(|e| e.clone()).unwrap_or_default(),
-            },
+            "requests": requests,
             "methods": catalog.methods.len(),
             "method_problems": catalog.problems,
             "catalog_generation": catalog.generation,
-            "sessions": agents,
+            "sessions": sessions,
         })
     }
 
@@ -87,9 +74,12 @@ pub fn stop_on_signals(stop: watch::Sender<bool>) {
     });
 }
 
-/// Runs until SIGTERM, SIGINT or a `shutdown` on the management socket;
-/// then finishes the requests in flight and logs out of every session.
-pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
+/// What a process that runs methods needs: the agents of the registry and
+/// a dispatcher over a watched method host.
+pub(crate) fn method_service(
+    config: &Config,
+    dirs: MethodDirs,
+) -> Result<(Arc<RegistryAgents>, Arc<Dispatcher>), String> {
     let options = SessionOptions {
         index_ttl: config.index_ttl,
         ..SessionOptions::default()
@@ -100,7 +90,32 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
     );
     let host = MethodHost::new(dirs, config.limits.clone(), agents.clone());
     host.watch()?;
-    let dispatcher = Arc::new(Dispatcher::new(host));
+    Ok((agents, Arc::new(Dispatcher::new(host))))
+}
+
+/// The request counters and vSphere sessions, for `status`.
+pub(crate) fn activity(dispatcher: &Dispatcher, agents: &RegistryAgents) -> (Value, Value) {
+    use std::sync::atomic::Ordering;
+    let stats = &dispatcher.stats;
+    let requests = json!({
+        "in_flight": stats.in_flight.load(Ordering::Relaxed),
+        "done": stats.done.load(Ordering::Relaxed),
+        "errors_by_method": stats.errors_by_method.lock().map(|e| e.clone()).unwrap_or_default(),
+    });
+    let sessions: Vec<Value> = agents
+        .sessions()
+        .into_iter()
+        .map(|(hostname, s)| {
+            json!({"hostname": hostname, "logged_in": s.is_logged_in(), "logins": s.logins(), "soap_calls": s.calls()})
+        })
+        .collect();
+    (requests, Value::Array(sessions))
+}
+
+/// Runs until SIGTERM, SIGINT or a `shutdown` on the management socket;
+/// then finishes the requests in flight and logs out of every session.
+pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
+    let (agents, dispatcher) = method_service(&config, dirs)?;
     let (stop, stopped) = watch::channel(false);
     stop_on_signals(stop.clone());
     let status = Arc::new(DaemonStatus {

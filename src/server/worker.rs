@@ -16,8 +16,7 @@ use super::config::Config;
 use super::dispatch::Dispatcher;
 use super::zmq::{Management, serve_management};
 use crate::agents::RegistryAgents;
-use crate::methods::{MethodDirs, MethodHost};
-use crate::vsphere::SessionOptions;
+use crate::methods::MethodDirs;
 
 struct WorkerStatus {
     dispatcher: Arc<Dispatcher>,
@@ -32,14 +31,7 @@ impl Management for WorkerStatus {
     }
 
     fn status(&self) -> Value {
-        use std::sync::atomic::Ordering;
-        let stats = &self.dispatcher.stats;
-        let sessions: Vec<Value> = self
-            .agents
-            .sessions()
-            .into_iter()
-            .map(|(h, s)| json!({"hostname": h, "logged_in": s.is_logged_in(), "logins": s.logins(), "soap_calls": s.calls()}))
-            .collect();
+        let (requests, sessions) = super::daemon::activity(&self.dispatcher, &self.agents);
         json!({
             "status": "running",
             "hostname": super::daemon::hostname(),
@@ -48,11 +40,7 @@ impl Management for WorkerStatus {
             "db": self.config.db,
             "concurrency": self.capacity,
             "uptime_seconds": self.dispatcher.started.elapsed().as_secs(),
-            "requests": {
-                "in_flight": stats.in_flight.load(Ordering::Relaxed),
-                "done": stats.done.load(Ordering::Relaxed),
-                "errors_by_method": stats.errors_by_method.lock().map(|e| e.clone()).unwrap_or_default(),
-            },
+            "requests": requests,
             "methods": self.dispatcher.host().catalog().methods.len(),
             "sessions": sessions,
         })
@@ -85,17 +73,7 @@ async fn connect(endpoint: &str, capacity: usize) -> Option<DealerSocket> {
 /// Runs until SIGTERM, SIGINT or `shutdown`; then finishes what it holds
 /// and logs out.
 pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
-    let options = SessionOptions {
-        index_ttl: config.index_ttl,
-        ..SessionOptions::default()
-    };
-    let agents = Arc::new(
-        RegistryAgents::open(&config.db, &config.key_file, config.vsphere_timeout)?
-            .with_options(options),
-    );
-    let host = MethodHost::new(dirs, config.limits.clone(), agents.clone());
-    host.watch()?;
-    let dispatcher = Arc::new(Dispatcher::new(host));
+    let (agents, dispatcher) = super::daemon::method_service(&config, dirs)?;
     let capacity = match config.worker_concurrency {
         0 => 64 * std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
