@@ -115,3 +115,29 @@ async fn a_failing_re_login_is_not_repeated_by_every_caller() {
         "one failed Login for ten callers, then back-off"
     );
 }
+
+#[tokio::test]
+async fn a_connection_dropped_without_a_response_is_a_clear_transport_error() {
+    // vcsim panics on QueryPerfCounter and closes the connection unanswered.
+    let sim = Simulator::start(&[]);
+    let session = sim.session().await;
+    let perf = session.manager("perfManager").expect("perf manager");
+    let started = Instant::now();
+    let err = session
+        .invoke(
+            "QueryPerfCounter",
+            &perf,
+            &serde_json::json!({"counterId": [1]}),
+        )
+        .await
+        .expect_err("vcsim cannot answer");
+    assert!(matches!(err, Error::Transport { .. }), "{err}");
+    assert!(
+        err.to_string().contains("closed without a response"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("QueryPerfCounter"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The session is unharmed.
+    assert_eq!(vm_count(&session).await.expect("VMs"), 4);
+}
