@@ -131,10 +131,10 @@ def raw_floor(port, cert, moref, seconds, clients):
     return {"rps": len(lat) / seconds, "p50_ms": 1000 * lat[len(lat) // 2], "p99_ms": 1000 * lat[int(len(lat) * 0.99)]}
 
 
-def requests_for(method, names):
+def requests_for(method, names, hostname="vcsim"):
     out = []
     for n in names:
-        req = {"method": method, "hostname": "vcsim", "name": n, "username": None, "password": None, "key": None,
+        req = {"method": method, "hostname": hostname, "name": n, "username": None, "password": None, "key": None,
                "properties": ["runtime.powerState"] if method != "vm.discover" else None, "counter-name": None,
                "instance": None, "max-sample": None, "perf-interval": None, "helper": None}
         out.append(json.dumps(req).encode())
@@ -287,7 +287,7 @@ def bench_size(vms, seconds, clients, tmp):
           f"p99 {floor['p99_ms']:6.2f} ms")
     print(f"vm.get: the raw floor is {floor['rps'] / results['vm.get']['rps']:.2f}x vpoller's rate (target <= 1.5)")
     if listen.endswith(":443"):
-        original = original_vpoller(tmp, requests_for("vm.get", vm_names), seconds, clients)
+        original = original_vpoller(tmp, requests_for("vm.get", vm_names, "127.0.0.1"), seconds, clients)
         print(f"original vPoller 0.7.3 vm.get {original['rps']:8.0f} req/s  p50 {original['p50_ms']:6.2f} ms  "
               f"p99 {original['p99_ms']:6.2f} ms  errors {original['errors']}")
         if original["rps"] > 0:

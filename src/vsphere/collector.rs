@@ -198,10 +198,7 @@ pub(crate) fn parse_page(
             match child.local_name() {
                 "token" => outcome.token = Some(decoder.text(&child).map_err(err)?),
                 "objects" if !outcome.stopped => {
-                    let value = decoder
-                        .decode(&child, Kind::Data("ObjectContent"))
-                        .map_err(err)?;
-                    let object = object_content(host, value)?;
+                    let object = read_object_content(host, &mut decoder).map_err(err)??;
                     outcome.emitted += 1;
                     if on_object(object).is_break() {
                         outcome.stopped = true;
@@ -214,35 +211,54 @@ pub(crate) fn parse_page(
     Ok(outcome)
 }
 
-/// Turns a decoded ObjectContent into the caller's form, raising the
-/// missing properties that are errors rather than gaps.
-fn object_content(host: &str, value: Value) -> Result<ObjectContent> {
-    let Value::Object(mut map) = value else {
-        return Err(decode_error(
-            host,
-            "RetrievePropertiesEx",
-            DecodeError("ObjectContent is not an object".into()),
-        ));
-    };
-    let obj = map.get("obj").and_then(MoRef::from_json).ok_or_else(|| {
-        decode_error(
-            host,
-            "RetrievePropertiesEx",
-            DecodeError("ObjectContent without obj".into()),
-        )
-    })?;
+/// Reads one ObjectContent straight into the caller's form: the reference,
+/// each property by its path (values typed by their `xsi:type`), and the
+/// missing properties, some of which are errors rather than gaps.
+fn read_object_content(
+    host: &str,
+    decoder: &mut Decoder<'_>,
+) -> std::result::Result<Result<ObjectContent>, DecodeError> {
+    let mut obj = None;
     let mut props = Map::new();
-    if let Some(Value::Array(set)) = map.remove("propSet") {
-        for prop in set {
-            if let Value::Object(mut p) = prop
-                && let Some(Value::String(name)) = p.remove("name")
-            {
-                props.insert(name, p.remove("val").unwrap_or(Value::Null));
+    let mut missing_set = Vec::new();
+    while let Some(child) = decoder.next_child()? {
+        match child.local_name() {
+            "obj" => obj = MoRef::from_json(&decoder.decode(&child, Kind::ManagedObjectReference)?),
+            "propSet" => {
+                let (mut name, mut value) = (None, Value::Null);
+                while let Some(part) = decoder.next_child()? {
+                    match part.local_name() {
+                        "name" => name = Some(decoder.text(&part)?),
+                        "val" => value = decoder.decode(&part, Kind::Any)?,
+                        _ => decoder.skip(&part)?,
+                    }
+                }
+                if let Some(name) = name {
+                    props.insert(name, value);
+                }
             }
+            "missingSet" => {
+                missing_set.push(decoder.decode(&child, Kind::Data("MissingProperty"))?)
+            }
+            _ => decoder.skip(&child)?,
         }
     }
+    let Some(obj) = obj else {
+        return Err(DecodeError("ObjectContent without obj".into()));
+    };
+    Ok(with_missing(host, obj, props, missing_set))
+}
+
+/// Raises the missing properties that are errors: a lost session (how vcsim
+/// reports one) and an invalid path. Other gaps stay in `missing`.
+fn with_missing(
+    host: &str,
+    obj: MoRef,
+    props: Map<String, Value>,
+    mut set: Vec<Value>,
+) -> Result<ObjectContent> {
     let mut missing = Vec::new();
-    if let Some(Value::Array(mut set)) = map.remove("missingSet") {
+    {
         // A lost session outranks everything else the object reports.
         set.sort_by_key(|m| {
             m.pointer("/fault/fault/_type") != Some(&Value::from("NotAuthenticated"))
