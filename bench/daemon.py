@@ -209,6 +209,7 @@ def original_vpoller(tmp, vm_requests, seconds, clients):
     simulator, which must listen on 127.0.0.1:443 (vconnector's port)."""
     bin_dir = os.path.join(VENV, "bin")
     patch_original_worker()
+    tmp = tempfile.mkdtemp(dir=tmp)
     db = os.path.join(tmp, "vconnector.db")
     cli = os.path.join(bin_dir, "vconnector-cli")
     for args in (["init"], ["-H", "127.0.0.1", "-U", "user", "-P", "pass", "add"], ["-H", "127.0.0.1", "enable"]):
