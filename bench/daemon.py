@@ -164,6 +164,8 @@ def soap_calls(status):
 
 def port_free(port):
     s = socket.socket()
+    # As the simulator binds: connections of an earlier run in TIME_WAIT do not count.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         s.bind(("127.0.0.1", port))
         return True
