@@ -94,6 +94,12 @@ impl RegistryAgents {
 
     fn lookup(&self, hostname: &str) -> Result<(AgentRecord, Password), String> {
         self.refresh()?;
+        self.lookup_known(hostname)
+    }
+
+    /// As [`lookup`](Self::lookup), from the agents as last read: a
+    /// request's `check` has just re-read them.
+    fn lookup_known(&self, hostname: &str) -> Result<(AgentRecord, Password), String> {
         let snapshot = self
             .snapshot
             .lock()
@@ -169,7 +175,7 @@ impl Agents for RegistryAgents {
         hostname: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Session, String>> + Send + 'a>> {
         Box::pin(async move {
-            let (record, password) = self.lookup(hostname)?;
+            let (record, password) = self.lookup_known(hostname)?;
             let details = LoginDetails {
                 url: record.sdk_url(),
                 username: record.username.clone(),

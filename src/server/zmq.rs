@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use zeromq::{RepSocket, ReqSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
@@ -39,15 +39,9 @@ pub async fn serve_frontend(
         .await
         .map_err(|e| format!("cannot bind the frontend {endpoint}: {e}"))?;
     tracing::info!("serving requests on {endpoint}");
-    let (mut send, mut recv) = socket.split();
-    let (replies, mut outbox) = mpsc::channel::<ZmqMessage>(1024);
-    let sender = tokio::spawn(async move {
-        while let Some(reply) = outbox.recv().await {
-            if let Err(e) = send.send(reply).await {
-                tracing::warn!("cannot send a reply: {e}");
-            }
-        }
-    });
+    let (send, mut recv) = socket.split();
+    // Each request's task sends its own reply: no hand-over to a sender task.
+    let send = Arc::new(tokio::sync::Mutex::new(send));
     let mut work = JoinSet::new();
     loop {
         tokio::select! {
@@ -63,7 +57,7 @@ pub async fn serve_frontend(
                 let Some((identity, rest)) = frames.split_first() else { continue };
                 let delimited = rest.first().is_some_and(|f| f.is_empty());
                 let body = if delimited { rest.get(1) } else { rest.first() }.cloned().unwrap_or_default();
-                let (identity, dispatcher, replies) = (identity.clone(), dispatcher.clone(), replies.clone());
+                let (identity, dispatcher, send) = (identity.clone(), dispatcher.clone(), send.clone());
                 work.spawn(async move {
                     let reply = dispatcher.handle(&body).await;
                     let mut out = vec![identity];
@@ -71,8 +65,10 @@ pub async fn serve_frontend(
                         out.push(Bytes::new());
                     }
                     out.push(Bytes::from(reply));
-                    if let Some(m) = message(out) {
-                        let _ = replies.send(m).await;
+                    if let Some(m) = message(out)
+                        && let Err(e) = send.lock().await.send(m).await
+                    {
+                        tracing::warn!("cannot send a reply: {e}");
                     }
                 });
             }
@@ -94,8 +90,6 @@ pub async fn serve_frontend(
         );
         work.abort_all();
     }
-    drop(replies);
-    let _ = tokio::time::timeout(Duration::from_secs(2), sender).await;
     Ok(())
 }
 
