@@ -4,11 +4,6 @@ use tracing_subscriber::EnvFilter;
 
 use vpoller::cli::{self, Cli};
 
-// Replies, rows and Lua values are many small short-lived allocations;
-// mimalloc serves them faster than glibc's malloc under load.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (level, json) = logging_for(&cli);
