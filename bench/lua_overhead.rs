@@ -180,6 +180,32 @@ async fn bench(url: String, iterations: usize) {
     }
     println!("direct get: median {:?}", median(times));
 
+    // The same call from a bare mlua state: what mlua's async bridge costs.
+    let lua = mlua::Lua::new();
+    let bare_session = session.clone();
+    let get = lua
+        .create_async_function(move |_, ()| {
+            let s = bare_session.clone();
+            async move {
+                let vm = vpoller::vsphere::MoRef::new("VirtualMachine", "vm-60");
+                s.get_objects(
+                    std::slice::from_ref(&vm),
+                    &["name".into(), "runtime.powerState".into()],
+                )
+                .await
+                .map(|rows| rows.len())
+                .map_err(mlua::Error::external)
+            }
+        })
+        .expect("function");
+    let mut times = Vec::new();
+    for _ in 0..iterations {
+        let t = Instant::now();
+        std::hint::black_box(get.call_async::<usize>(()).await.expect("call"));
+        times.push(t.elapsed());
+    }
+    println!("bare mlua async get: median {:?}", median(times));
+
     let shape = json!({"method": "bench.shape", "hostname": "vcsim"});
     let mut shaping = Vec::with_capacity(iterations);
     for _ in 0..iterations {
