@@ -172,6 +172,18 @@ pub(crate) async fn drive_pages(
     Ok(emitted)
 }
 
+/// Decodes a recorded RetrievePropertiesEx response (benchmarks, tools).
+pub fn parse_recorded_page(
+    body: &[u8],
+    on_object: &mut (dyn FnMut(ObjectContent) -> ControlFlow<()> + Send),
+) -> Result<usize> {
+    let reply = Reply {
+        body: bytes::Bytes::copy_from_slice(body),
+        session_cookie: None,
+    };
+    parse_page("recorded", "RetrievePropertiesEx", &reply, on_object).map(|p| p.emitted)
+}
+
 /// Decodes one page, handing each object over as soon as it is complete.
 pub(crate) fn parse_page(
     host: &str,

@@ -106,6 +106,15 @@ impl<'x> Decoder<'x> {
     fn element(&self, start: BytesStart<'x>, empty: bool) -> Result<Element<'x>> {
         let mut xsi_type = None;
         let mut moref_type = None;
+        // Most elements carry no attributes; skip the attribute parser for them.
+        if start.attributes_raw().trim_start().is_empty() {
+            return Ok(Element {
+                start,
+                empty,
+                xsi_type,
+                moref_type,
+            });
+        }
         for attr in start.attributes() {
             let attr = attr.map_err(|e| DecodeError(format!("bad attribute: {e}")))?;
             let (ns, local) = self.reader.resolver().resolve_attribute(attr.key);
