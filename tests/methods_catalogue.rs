@@ -281,7 +281,7 @@ async fn error_paths_the_simulator_can_produce() {
         (
             "host.get",
             json!({"name": "(null)", "properties": ["name"]}),
-            "Invalid task request: host.get requires name",
+            "Cannot find object (null)",
         ),
         (
             "vm.process.get",
@@ -362,5 +362,28 @@ async fn the_whole_snapshot_tree_is_listed() {
             json!("child"),
             json!("grandchild")
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c_helpers_end_even_refusals_with_a_nul() {
+    let (host, _) = host_at(&simulator().url);
+    let refused = host.handle(json!({"method": "no.such.method", "hostname": "vcsim", "helper": "vpoller.helpers.cclient"})).await;
+    let raw = refused.raw.expect("helper output");
+    assert!(raw.ends_with('\0'), "{raw:?}");
+    assert_eq!(
+        raw.trim_end_matches('\0'),
+        r#"{"success": 1, "msg": "Unknown or missing task/method name"}"#
+    );
+    let refused = host.handle(json!({"method": "about", "hostname": "elsewhere", "helper": "vpoller.helpers.czabbix"})).await;
+    assert_eq!(
+        refused.raw.as_deref(),
+        Some("Unknown or missing agent name\0")
+    );
+    let plain = host.handle(json!({"method": "no.such.method", "hostname": "vcsim", "helper": "vpoller.helpers.zabbix"})).await;
+    assert_eq!(
+        plain.raw.as_deref(),
+        Some("Unknown or missing task/method name"),
+        "no NUL for other helpers"
     );
 }

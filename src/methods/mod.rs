@@ -105,34 +105,76 @@ impl MethodHost {
 
     /// Handles one request. Every request gets exactly one reply.
     pub async fn handle(self: &Arc<Self>, request: Value) -> Reply {
-        let request = match request {
-            Value::Object(map) => Value::Object(normalise(map)),
-            other => {
-                return Reply::error(format!(
-                    "Expected a JSON object as the request, received {}",
-                    json_kind(&other)
-                ));
-            }
-        };
+        if !request.is_object() {
+            return Reply::error(format!(
+                "Expected a JSON object as the request, received {}",
+                json_kind(&request)
+            ));
+        }
         let catalog = self.catalog();
-        let Some(spec) = request
+        let helper = request
+            .get("helper")
+            .and_then(Value::as_str)
+            .and_then(|h| catalog.helpers.get(h))
+            .cloned();
+        let refusal = match self.admit(&catalog, &request) {
+            Ok((spec, agent)) => {
+                let call = run::Call {
+                    helper,
+                    spec: spec.clone(),
+                    generation: catalog.generation,
+                    lib_dirs: catalog.dirs.lib_dirs(),
+                    limits: self.limits.clone(),
+                    request,
+                    ctx: ctx::Ctx::new(agent, self.agents.clone()),
+                };
+                let started = std::time::Instant::now();
+                let reply = run::run(&self.pool, call).await;
+                tracing::debug!(method = %spec.name, ms = started.elapsed().as_millis() as u64, success = reply.success, "method call");
+                return reply;
+            }
+            Err(refusal) => Reply::error(refusal),
+        };
+        // A C client asked for a NUL-terminated answer; give it one even now.
+        match helper {
+            Some(h) => {
+                let lib_dirs = catalog.dirs.lib_dirs();
+                run::apply_helper(
+                    &self.pool,
+                    catalog.generation,
+                    &lib_dirs,
+                    &self.limits,
+                    &h,
+                    refusal,
+                    &request,
+                )
+                .await
+            }
+            None => refusal,
+        }
+    }
+
+    /// The checks before a method runs, in vPoller's order: the method,
+    /// the agent, the required fields. The literal `"(null)"` that the
+    /// Zabbix module sends for an omitted parameter is a value, as it was
+    /// for vPoller.
+    fn admit(
+        &self,
+        catalog: &Catalog,
+        request: &Value,
+    ) -> Result<(Arc<MethodSpec>, String), String> {
+        let spec = request
             .get("method")
             .and_then(Value::as_str)
             .and_then(|m| catalog.get(m))
             .cloned()
-        else {
-            return Reply::error("Unknown or missing task/method name");
-        };
-        let Some(agent) = request
+            .ok_or("Unknown or missing task/method name")?;
+        let agent = request
             .get("hostname")
             .and_then(Value::as_str)
             .map(str::to_string)
-        else {
-            return Reply::error("Unknown or missing agent name");
-        };
-        if let Err(e) = self.agents.check(&agent) {
-            return Reply::error(e);
-        }
+            .ok_or("Unknown or missing agent name")?;
+        self.agents.check(&agent)?;
         let missing: Vec<&str> = spec
             .required
             .iter()
@@ -140,43 +182,14 @@ impl MethodHost {
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
-            return Reply::error(format!(
+            return Err(format!(
                 "Invalid task request: {} requires {}",
                 spec.name,
                 missing.join(", ")
             ));
         }
-
-        let helper = request
-            .get("helper")
-            .and_then(Value::as_str)
-            .and_then(|h| catalog.helpers.get(h))
-            .cloned();
-        let call = run::Call {
-            helper,
-            spec: spec.clone(),
-            generation: catalog.generation,
-            lib_dirs: catalog.dirs.lib_dirs(),
-            limits: self.limits.clone(),
-            request,
-            ctx: ctx::Ctx::new(agent, self.agents.clone()),
-        };
-        let started = std::time::Instant::now();
-        let reply = run::run(&self.pool, call).await;
-        tracing::debug!(method = %spec.name, ms = started.elapsed().as_millis() as u64, success = reply.success, "method call");
-        reply
+        Ok((spec, agent))
     }
-}
-
-/// The Zabbix module sends the literal `(null)` for a parameter that was
-/// not given; it means the same as a JSON null.
-fn normalise(mut map: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
-    for value in map.values_mut() {
-        if value.as_str() == Some("(null)") {
-            *value = Value::Null;
-        }
-    }
-    map
 }
 
 fn json_kind(v: &Value) -> &'static str {

@@ -162,35 +162,7 @@ async fn run_in(state: &mut PooledState, call: Call, script: &str) -> Result<Rep
     };
     let mut reply = shape_reply(&lua, &spec.name, values);
     if let Some(helper) = &call.helper {
-        let helper_fn = state.compiled(helper)?;
-        let helper_script = format!("{} ({})", helper.name, helper.file.display());
-        sandbox::set_budget(&lua, Budget::new(&helper_script, limits).yielding());
-        let text = to_lua(&lua, &reply.to_json())
-            .and_then(|r| Ok((r, to_lua(&lua, &call.request)?)))
-            .map_err(|e| format!("{helper_script}: {e}"))?;
-        let made = tokio::time::timeout(limits.timeout, helper_fn.call_async::<Value>(text)).await;
-        reply = match made {
-            Ok(Ok(Value::String(s))) => Reply {
-                raw: Some(s.to_string_lossy().to_string()),
-                ..reply
-            },
-            Ok(Ok(other)) => Reply::error(format!(
-                "helper {} returned a {}, not text",
-                helper.name,
-                other.type_name()
-            )),
-            Ok(Err(e)) => Reply::error(format!(
-                "helper {} failed: {}",
-                helper.name,
-                super::error_text(&e)
-            )),
-            Err(_) => {
-                return Err(format!(
-                    "wall-clock deadline of {:?} exceeded in {helper_script}",
-                    limits.timeout
-                ));
-            }
-        };
+        reply = helper_output(state, helper, reply, &call.request, limits).await?;
     }
     let _ = lua.set_memory_limit(base_memory.saturating_add(limits.memory));
     Ok(reply)
@@ -206,6 +178,77 @@ impl PooledState {
         let f = compile_run(&self.lua, spec).map_err(|e| super::error_text(&e))?;
         self.runs.insert(key, f.clone());
         Ok(f)
+    }
+}
+
+/// What an output helper makes of a reply: its text, or an error reply
+/// that says why there is none.
+async fn helper_output(
+    state: &mut PooledState,
+    helper: &MethodSpec,
+    reply: Reply,
+    request: &serde_json::Value,
+    limits: &Limits,
+) -> Result<Reply, String> {
+    let lua = state.lua.clone();
+    let helper_fn = state.compiled(helper)?;
+    let script = format!("{} ({})", helper.name, helper.file.display());
+    sandbox::set_budget(&lua, Budget::new(&script, limits).yielding());
+    let args = to_lua(&lua, &reply.to_json())
+        .and_then(|r| Ok((r, to_lua(&lua, request)?)))
+        .map_err(|e| format!("{script}: {e}"))?;
+    let made = tokio::time::timeout(limits.timeout, helper_fn.call_async::<Value>(args)).await;
+    Ok(match made {
+        Ok(Ok(Value::String(s))) => Reply {
+            raw: Some(s.to_string_lossy().to_string()),
+            ..reply
+        },
+        Ok(Ok(other)) => Reply::error(format!(
+            "helper {} returned a {}, not text",
+            helper.name,
+            other.type_name()
+        )),
+        Ok(Err(e)) => Reply::error(format!(
+            "helper {} failed: {}",
+            helper.name,
+            super::error_text(&e)
+        )),
+        Err(_) => {
+            return Err(format!(
+                "wall-clock deadline of {:?} exceeded in {script}",
+                limits.timeout
+            ));
+        }
+    })
+}
+
+/// Applies a helper to a reply made without running a method (the request
+/// was refused before that), so that a C client still gets its NUL.
+pub(crate) async fn apply_helper(
+    pool: &StatePool,
+    generation: u64,
+    lib_dirs: &LibDirs,
+    limits: &Limits,
+    helper: &MethodSpec,
+    reply: Reply,
+    request: &serde_json::Value,
+) -> Reply {
+    let mut state = match pool.take(generation, lib_dirs, limits) {
+        Ok(s) => s,
+        Err(_) => return reply,
+    };
+    let fallback = reply.clone();
+    match helper_output(&mut state, helper, reply, request, limits).await {
+        Ok(out) => {
+            if sandbox::limit_spent(&state.lua).is_none() {
+                pool.give_back(state);
+            }
+            out
+        }
+        Err(e) => {
+            tracing::warn!(helper = %helper.name, "{e}");
+            fallback
+        }
     }
 }
 

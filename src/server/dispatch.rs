@@ -71,7 +71,7 @@ impl Dispatcher {
             return (None, None, Reply::error("Invalid message received"));
         }
         let Ok(request) = serde_json::from_slice::<Value>(frame) else {
-            return (None, None, Reply::error("Invalid message received"));
+            return (None, None, invalid_message(frame));
         };
         if !request.is_object() {
             return (
@@ -90,6 +90,24 @@ impl Dispatcher {
     }
 }
 
+/// vPoller's answer to a frame that is not JSON. A C client that can still
+/// be recognised by the helper it named gets the NUL it reads up to.
+fn invalid_message(frame: &[u8]) -> Reply {
+    let reply = Reply::error("Invalid message received");
+    let names = |helper: &[u8]| frame.windows(helper.len()).any(|w| w == helper);
+    let raw = if names(b"vpoller.helpers.czabbix") {
+        Some(format!("{}\0", reply.msg))
+    } else if names(b"vpoller.helpers.cclient") {
+        Some(format!(
+            "{}\0",
+            crate::methods::pyjson::dumps(&reply.to_json(), None)
+        ))
+    } else {
+        None
+    };
+    Reply { raw, ..reply }
+}
+
 /// The name Python gives a decoded JSON value's type, as vPoller's message
 /// shows it.
 fn python_type(v: &Value) -> &'static str {
@@ -101,5 +119,31 @@ fn python_type(v: &Value) -> &'static str {
         Value::String(_) => "str",
         Value::Array(_) => "list",
         Value::Object(_) => "dict",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_frame_from_a_c_client_still_ends_in_a_nul() {
+        let czabbix =
+            br#"{"method": "vm.get", "name": "a"b", "helper": "vpoller.helpers.czabbix"}"#;
+        assert_eq!(
+            invalid_message(czabbix).wire(),
+            "Invalid message received\0"
+        );
+        let cclient = br#"{"method": "about", "helper": "vpoller.helpers.cclient", "#;
+        assert_eq!(
+            invalid_message(cclient).wire(),
+            "{\"success\": 1, \"msg\": \"Invalid message received\"}\0"
+        );
+        assert_eq!(
+            invalid_message(b"garbage").wire(),
+            r#"{"success":1,"msg":"Invalid message received"}"#
+        );
+        assert_eq!(python_type(&serde_json::json!(1.5)), "float");
+        assert_eq!(python_type(&serde_json::json!(null)), "NoneType");
     }
 }
