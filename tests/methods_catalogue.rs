@@ -387,3 +387,40 @@ async fn c_helpers_end_even_refusals_with_a_nul() {
         "no NUL for other helpers"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_name_index_is_refreshed_not_trusted() {
+    let sim = Simulator::start(&[]);
+    let host = method_host(&sim, &[], Limits::default());
+    let get = |name: &str| {
+        request(
+            "vm.get",
+            json!({"name": name, "properties": ["runtime.powerState"]}),
+        )
+    };
+    assert!(
+        host.handle(get("DC0_H0_VM1")).await.success,
+        "builds the index"
+    );
+
+    // Renamed behind vpoller's back: the old name must not answer with the
+    // renamed VM, and the new name must be found.
+    let session = sim.session().await;
+    let vm = session
+        .find_indexed("VirtualMachine", "name", &json!("DC0_H0_VM1"), false)
+        .await
+        .expect("find")
+        .expect("VM");
+    session
+        .invoke("Rename_Task", &vm, &json!({"newName": "renamed-vm"}))
+        .await
+        .expect("rename");
+
+    let old = host.handle(get("DC0_H0_VM1")).await;
+    assert_eq!(old.msg, "Cannot find object DC0_H0_VM1", "{old:?}");
+    let new = host.handle(get("renamed-vm")).await;
+    assert_eq!(
+        new.result,
+        Some(json!([{"name": "renamed-vm", "runtime.powerState": "poweredOn"}]))
+    );
+}
