@@ -16,6 +16,11 @@ use zeromq::{RepSocket, ReqSocket, RouterSocket, Socket, SocketRecv, SocketSend,
 
 use super::dispatch::Dispatcher;
 
+/// Requests worked on at once by one frontend. Past this, the frontend stops
+/// reading until one finishes, so a flood queues in ZeroMQ rather than in
+/// memory as Lua states.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
 /// `tcp://*:10123` as vPoller writes it; the crate wants an address.
 pub fn bindable(endpoint: &str) -> String {
     endpoint.replace("://*:", "://0.0.0.0:")
@@ -45,7 +50,7 @@ pub async fn serve_frontend(
     let mut work = JoinSet::new();
     loop {
         tokio::select! {
-            received = recv.recv() => {
+            received = recv.recv(), if work.len() < MAX_IN_FLIGHT => {
                 let frames = match received {
                     Ok(m) => m.into_vec(),
                     Err(e) => {
