@@ -4,7 +4,7 @@
 //! whatever caching or batching the core does helps every script without
 //! changing it. While a call waits, the script's state is parked.
 
-use mlua::{Lua, UserData, UserDataMethods, Value};
+use mlua::{UserData, UserDataMethods, Value};
 use serde_json::Value as Json;
 use std::future::Future;
 use std::ops::ControlFlow;
@@ -65,21 +65,24 @@ impl Ctx {
     }
 }
 
-fn strings(lua: &Lua, value: Value, what: &str) -> mlua::Result<Vec<String>> {
-    match from_lua(lua, value)? {
-        Json::String(s) => Ok(vec![s]),
-        Json::Array(items) => items
-            .into_iter()
-            .map(|v| match v {
-                Json::String(s) => Ok(s),
-                other => Err(mlua::Error::RuntimeError(format!(
-                    "{what} must be strings, not {other}"
-                ))),
+/// A string or a list of strings, read straight from Lua.
+fn strings(value: Value, what: &str) -> mlua::Result<Vec<String>> {
+    let wrong = |v: &Value| {
+        mlua::Error::RuntimeError(format!(
+            "{what} must be a list of strings, not a {}",
+            v.type_name()
+        ))
+    };
+    match value {
+        Value::String(s) => Ok(vec![s.to_str()?.to_string()]),
+        Value::Table(t) => t
+            .sequence_values::<Value>()
+            .map(|v| match v? {
+                Value::String(s) => Ok(s.to_str()?.to_string()),
+                other => Err(wrong(&other)),
             })
             .collect(),
-        other => Err(mlua::Error::RuntimeError(format!(
-            "{what} must be a list of strings, not {other}"
-        ))),
+        other => Err(wrong(&other)),
     }
 }
 
@@ -90,7 +93,7 @@ enum Paths {
 
 /// A list of property paths for every object, or a table of lists by type
 /// (`{ Alarm = { "info.name" }, VirtualMachine = { "name" } }`).
-fn paths_by_type(lua: &Lua, value: Value) -> mlua::Result<Paths> {
+fn paths_by_type(value: Value) -> mlua::Result<Paths> {
     if let Value::Table(t) = &value
         && t.raw_len() == 0
         && t.pairs::<Value, Value>().next().is_some()
@@ -98,31 +101,44 @@ fn paths_by_type(lua: &Lua, value: Value) -> mlua::Result<Paths> {
         let mut by_type = std::collections::HashMap::new();
         for pair in t.pairs::<String, Value>() {
             let (kind, list) = pair?;
-            by_type.insert(kind, strings(lua, list, "properties")?);
+            by_type.insert(kind, strings(list, "properties")?);
         }
         return Ok(Paths::ByType(by_type));
     }
-    strings(lua, value, "properties").map(Paths::Same)
+    strings(value, "properties").map(Paths::Same)
 }
 
 /// One reference `{type=..., value=...}` or a list of them.
-fn refs(lua: &Lua, value: Value) -> mlua::Result<Vec<MoRef>> {
-    let json = from_lua(lua, value)?;
+/// A `{type=..., value=...}` table as a reference.
+fn moref_of(t: &mlua::Table) -> Option<MoRef> {
+    let kind = t.raw_get::<mlua::LuaString>("type").ok()?;
+    let value = t.raw_get::<mlua::LuaString>("value").ok()?;
+    Some(MoRef::new(
+        kind.to_str().ok()?.to_string(),
+        value.to_str().ok()?.to_string(),
+    ))
+}
+
+/// One reference `{type=..., value=...}` or a list of them, read straight
+/// from Lua.
+fn refs(value: Value) -> mlua::Result<Vec<MoRef>> {
     let bad = || {
         mlua::Error::RuntimeError(
             "expected a managed object reference {type=..., value=...} or a list of them".into(),
         )
     };
-    if let Some(one) = MoRef::from_json(&json) {
+    let Value::Table(t) = value else {
+        return Err(bad());
+    };
+    if let Some(one) = moref_of(&t) {
         return Ok(vec![one]);
     }
-    match json {
-        Json::Array(items) => items
-            .iter()
-            .map(|v| MoRef::from_json(v).ok_or_else(bad))
-            .collect(),
-        _ => Err(bad()),
-    }
+    t.sequence_values::<Value>()
+        .map(|v| match v? {
+            Value::Table(r) => moref_of(&r).ok_or_else(bad),
+            _ => Err(bad()),
+        })
+        .collect()
 }
 
 impl UserData for Ctx {
@@ -134,7 +150,7 @@ impl UserData for Ctx {
         methods.add_async_method(
             "discover",
             |lua, this, (kind, properties): (String, Value)| async move {
-                let paths = strings(&lua, properties, "properties")?;
+                let paths = strings(properties, "properties")?;
                 let rows = this
                     .core(move |s| async move {
                         let mut rows = Vec::new();
@@ -168,8 +184,8 @@ impl UserData for Ctx {
         methods.add_async_method(
             "get",
             |lua, this, (objects, properties): (Value, Value)| async move {
-                let objects = refs(&lua, objects)?;
-                let paths = paths_by_type(&lua, properties)?;
+                let objects = refs(objects)?;
+                let paths = paths_by_type(properties)?;
                 let order = objects.clone();
                 let mut rows = this
                     .core(move |s| async move {
@@ -220,7 +236,7 @@ impl UserData for Ctx {
         methods.add_async_method(
             "call",
             |lua, this, (object, method, args): (Value, String, Value)| async move {
-                let target = refs(&lua, object)?
+                let target = refs(object)?
                     .into_iter()
                     .next()
                     .ok_or_else(|| mlua::Error::RuntimeError("call needs an object".into()))?;
