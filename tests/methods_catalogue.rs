@@ -15,6 +15,15 @@ fn simulator() -> &'static Simulator {
     SIM.get_or_init(|| Simulator::start(&[]))
 }
 
+/// A VM's reference, through the core's name index.
+async fn vm_named(session: &vpoller::vsphere::Session, name: &str) -> vpoller::vsphere::MoRef {
+    session
+        .find_indexed("VirtualMachine", "name", &json!(name), false)
+        .await
+        .expect("find")
+        .unwrap_or_else(|| panic!("no VM {name}"))
+}
+
 fn host_at(url: &str) -> (Arc<MethodHost>, Arc<DirectAgent>) {
     let endpoint = Endpoint {
         url: url.to_string(),
@@ -44,11 +53,7 @@ async fn non_ascii_names_go_in_and_out_unharmed() {
     // A simulator of its own: this test renames a VM.
     let sim = Simulator::start(&[]);
     let session = sim.session().await;
-    let vm = session
-        .find_indexed("VirtualMachine", "name", &json!("DC0_H0_VM1"), false)
-        .await
-        .expect("find")
-        .expect("VM");
+    let vm = vm_named(&session, "DC0_H0_VM1").await;
     let name = "测试-VM-ü";
     session
         .invoke("Rename_Task", &vm, &json!({"newName": name}))
@@ -327,11 +332,7 @@ async fn error_paths_the_simulator_can_produce() {
 async fn the_whole_snapshot_tree_is_listed() {
     let sim = Simulator::start(&[]);
     let session = sim.session().await;
-    let vm = session
-        .find_indexed("VirtualMachine", "name", &json!("DC0_H0_VM0"), false)
-        .await
-        .expect("find")
-        .expect("VM");
+    let vm = vm_named(&session, "DC0_H0_VM0").await;
     // Two more levels below the launcher's snapshot.
     for name in ["child", "grandchild"] {
         session
@@ -406,11 +407,7 @@ async fn the_name_index_is_refreshed_not_trusted() {
     // Renamed behind vpoller's back: the old name must not answer with the
     // renamed VM, and the new name must be found.
     let session = sim.session().await;
-    let vm = session
-        .find_indexed("VirtualMachine", "name", &json!("DC0_H0_VM1"), false)
-        .await
-        .expect("find")
-        .expect("VM");
+    let vm = vm_named(&session, "DC0_H0_VM1").await;
     session
         .invoke("Rename_Task", &vm, &json!({"newName": "renamed-vm"}))
         .await

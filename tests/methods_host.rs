@@ -15,6 +15,11 @@ fn simulator() -> &'static Simulator {
     SIM.get_or_init(|| Simulator::start(&[]))
 }
 
+/// A host over the shared simulator with one admin directory.
+fn admin_host(admin: &Path, limits: Limits) -> Arc<MethodHost> {
+    method_host(simulator(), &[admin.to_path_buf()], limits)
+}
+
 fn write(dir: &Path, file: &str, text: &str) {
     // Write then rename, as editors do, so the watcher never sees half a file.
     let tmp = dir.join(format!(".{file}.tmp"));
@@ -63,11 +68,7 @@ return {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_in_method_is_live_within_a_second_and_follows_edits() {
     let admin = tempfile::tempdir().expect("dir");
-    let host = method_host(
-        simulator(),
-        &[admin.path().to_path_buf()],
-        Limits::default(),
-    );
+    let host = admin_host(admin.path(), Limits::default());
     host.watch().expect("watch");
     assert_eq!(
         call(&host, "test.count", json!({})).await.msg,
@@ -138,11 +139,7 @@ async fn an_admin_script_overrides_a_built_in_one() {
         "about.lua",
         r#"return { api = 1, name = "about", run = function(ctx, req) return { "mine" }, "overridden" end }"#,
     );
-    let host = method_host(
-        simulator(),
-        &[admin.path().to_path_buf()],
-        Limits::default(),
-    );
+    let host = admin_host(admin.path(), Limits::default());
     let reply = call(&host, "about", json!({})).await;
     assert_eq!(
         (reply.msg.as_str(), reply.result),
@@ -158,11 +155,7 @@ async fn two_scripts_claiming_one_name_are_named() {
     let script = r#"return { api = 1, name = "twice", run = function() return {} end }"#;
     write(admin.path(), "a.lua", script);
     write(admin.path(), "b.lua", script);
-    let host = method_host(
-        simulator(),
-        &[admin.path().to_path_buf()],
-        Limits::default(),
-    );
+    let host = admin_host(admin.path(), Limits::default());
     let problems = host.catalog().problems.join("\n");
     assert!(
         problems.contains("\"twice\" is defined twice"),
@@ -187,7 +180,7 @@ async fn bad_method_fails_alone(body: &str, expect: &str) {
         "bad.lua",
         &format!("return {{ api = 1, name = \"test.bad\", run = function(ctx, req) {body} end }}"),
     );
-    let host = method_host(simulator(), &[admin.path().to_path_buf()], LIMITS);
+    let host = admin_host(admin.path(), LIMITS);
     let (bad, good) = tokio::join!(
         call(&host, "test.bad", json!({})),
         call(
@@ -248,7 +241,7 @@ async fn a_slow_script_hits_the_wall_clock_deadline() {
         "slow.lua",
         r#"return { api = 1, name = "test.slow", run = function() local x = 0 while true do x = x + 1 end end }"#,
     );
-    let host = method_host(simulator(), &[admin.path().to_path_buf()], limits);
+    let host = admin_host(admin.path(), limits);
     let started = Instant::now();
     let reply = call(&host, "test.slow", json!({})).await;
     assert!(reply.msg.contains("wall-clock deadline"), "{}", reply.msg);
@@ -262,7 +255,7 @@ async fn sandbox_refuses(body: &str, expect: &str) {
         "s.lua",
         &format!("return {{ api = 1, name = \"test.s\", run = function(ctx, req) {body} end }}"),
     );
-    let host = method_host(simulator(), &[admin.path().to_path_buf()], LIMITS);
+    let host = admin_host(admin.path(), LIMITS);
     let reply = call(&host, "test.s", json!({})).await;
     assert!(!reply.success, "{body}: {reply:?}");
     assert!(reply.msg.contains(expect), "{body}: {}", reply.msg);
@@ -358,7 +351,7 @@ async fn contract_violations_are_reported_as_such() {
             ),
         );
     }
-    let host = method_host(simulator(), &[admin.path().to_path_buf()], LIMITS);
+    let host = admin_host(admin.path(), LIMITS);
     let msg = |r: Reply| {
         assert!(!r.success);
         r.msg
@@ -413,11 +406,7 @@ async fn scripts_that_do_not_register_are_explained() {
         "return { api = 2, name = 'z', run = function() end }",
     );
     write(admin.path(), "loop.lua", "while true do end");
-    let host = method_host(
-        simulator(),
-        &[admin.path().to_path_buf()],
-        Limits::default(),
-    );
+    let host = admin_host(admin.path(), Limits::default());
     let problems = host.catalog().problems.join("\n");
     assert!(
         problems.contains("noapi.lua: the script must declare api = 1"),
@@ -450,11 +439,7 @@ async fn a_call_in_flight_finishes_on_the_version_it_started_with() {
         )
     };
     write(admin.path(), "busy.lua", &script(1));
-    let host = method_host(
-        simulator(),
-        &[admin.path().to_path_buf()],
-        Limits::default(),
-    );
+    let host = admin_host(admin.path(), Limits::default());
     host.watch().expect("watch");
     let in_flight = {
         let host = host.clone();
