@@ -535,3 +535,44 @@ fn workers_find_a_restarted_proxy() {
         );
     }
 }
+
+#[test]
+fn a_request_that_waited_past_its_deadline_is_dropped_not_worked_on() {
+    let reg = Registry::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let (front, back, pm, wm) = (
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+    );
+    let conf = dir.path().join("vpoller.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[proxy]\nfrontend = {front}\nbackend = {back}\nmgmt = {pm}\nrequest-timeout = 0.5\n"
+        ),
+    )
+    .expect("config");
+    let _proxy = Service::start(&["proxy", "-f", conf.to_str().expect("path")]);
+    wait_for_status(&pm, "proxy");
+    // No worker yet: the request waits, and its client gives up.
+    let out = vpoller(&[
+        "client", "-m", "about", "-V", "vcsim", "-e", &front, "-t", "1500", "-r", "1",
+    ]);
+    assert_eq!(
+        parsed(String::from_utf8_lossy(&out.stdout).trim()),
+        json!({"success": 1, "msg": "Did not receive response, aborting..."})
+    );
+    let status = wait_for_status(&pm, "proxy");
+    assert_eq!(
+        status["result"]["requests"]["dropped_expired"], 1,
+        "{status}"
+    );
+    // A worker that arrives later is not given the stale request.
+    let _worker = worker(&reg, &back, &wm, &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let done = wait_for_status(&wm, "worker")["result"]["requests"]["done"].clone();
+    assert_eq!(done, 0);
+    assert!(vpoller_client_ok(&front));
+}

@@ -169,3 +169,24 @@ async fn faults_are_typed_and_name_what_was_wrong() {
     assert!(matches!(err, Error::Encode { .. }), "{err}");
     assert!(err.to_string().contains("nope"), "{err}");
 }
+
+#[tokio::test]
+async fn an_idle_session_is_kept_alive() {
+    let sim = Simulator::start(&["-session-idle-timeout", "2s"]);
+    let credentials = vpoller::vsphere::Credentials {
+        user: "user".into(),
+        password: vpoller::vsphere::Password::new("pass"),
+    };
+    let options = vpoller::vsphere::SessionOptions {
+        keepalive: Duration::from_millis(800),
+        ..Default::default()
+    };
+    let session = vpoller::vsphere::Session::connect(&sim.endpoint(), credentials, options)
+        .await
+        .expect("connect");
+    let before = names(&session).await;
+    // Idle for longer than the server keeps an idle session.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(names(&session).await, before);
+    assert_eq!(session.logins(), 1, "the keep-alive kept the first session");
+}
