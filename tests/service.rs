@@ -443,10 +443,20 @@ fn load(front: &str, n: usize, timeout_ms: u64) -> Vec<Value> {
 #[test]
 fn sigterm_under_load_answers_every_request_and_exits_0() {
     let reg = Registry::new();
-    let (mut daemon, front, _) = daemon(&reg);
+    let (mut daemon, front, mgmt) = daemon(&reg);
     let front2 = front.clone();
     let clients = std::thread::spawn(move || load(&front2, 24, 8000));
-    std::thread::sleep(Duration::from_millis(150));
+    // Stop while the load is on: once the first requests have arrived.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let requests = &wait_for_status(&mgmt, "daemon")["result"]["requests"];
+        let seen =
+            requests["done"].as_u64().unwrap_or(0) + requests["in_flight"].as_u64().unwrap_or(0);
+        if seen > 0 || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(daemon.terminate(), Some(0), "graceful exit");
     let replies = clients.join().expect("clients");
     // Each request was answered before the stop, or found the daemon gone.
