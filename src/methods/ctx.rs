@@ -182,6 +182,24 @@ impl UserData for Ctx {
         );
 
         methods.add_async_method(
+            "lookup",
+            |lua, this, (kind, property, value, properties): (String, String, Value, Value)| async move {
+                let value = from_lua(&lua, value)?;
+                let mut paths = strings(properties, "properties")?;
+                if !paths.contains(&property) {
+                    paths.push(property.clone());
+                }
+                let found = this
+                    .core(move |s| async move { s.lookup(&kind, &property, &value, &paths).await })
+                    .await?;
+                match found {
+                    Some(row) => to_lua(&lua, &row.into_row()),
+                    None => Ok(Value::Nil),
+                }
+            },
+        );
+
+        methods.add_async_method(
             "get",
             |lua, this, (objects, properties): (Value, Value)| async move {
                 let objects = refs(objects)?;

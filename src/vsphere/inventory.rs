@@ -87,3 +87,36 @@ impl Session {
         Ok(index.as_ref().and_then(|i| i.refs.get(&key).cloned()))
     }
 }
+
+impl Session {
+    /// The object of `kind` whose `path` equals `value`, read with `paths`
+    /// (which should include `path`): the index gives the reference and one
+    /// retrieval reads it. An entry found stale (the object is gone, or its
+    /// `path` no longer matches) makes the index be rebuilt once.
+    pub async fn lookup(
+        &self,
+        kind: &str,
+        path: &str,
+        value: &Value,
+        paths: &[String],
+    ) -> Result<Option<super::collector::ObjectContent>> {
+        for fresh in [false, true] {
+            let Some(found) = self.find_indexed(kind, path, value, fresh).await? else {
+                return Ok(None);
+            };
+            match self.get_objects(std::slice::from_ref(&found), paths).await {
+                Ok(mut rows) => {
+                    if let Some(row) = rows.pop()
+                        && row.props.get(path) == Some(value)
+                    {
+                        return Ok(Some(row));
+                    }
+                }
+                Err(e)
+                    if e.fault_kind() == Some(&super::fault::FaultKind::ManagedObjectNotFound) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}

@@ -22,8 +22,8 @@ function M.plain(rows)
 end
 
 -- The object of `kind` whose `key` property ("name", or "info.url" for
--- datastores) is `value`, read with `properties`. The core's name index may
--- be stale (an object renamed or removed); then it is rebuilt once.
+-- datastores) is `value`, read with `properties`, in one call to the core
+-- (which rebuilds its name index once if the entry it had was stale).
 -- Returns the row, or nil and vPoller's message.
 function M.lookup(ctx, kind, value, properties, key, missing_format)
   key = key or "name"
@@ -31,20 +31,11 @@ function M.lookup(ctx, kind, value, properties, key, missing_format)
   if key ~= "name" then
     table.insert(wanted, 1, "name")
   end
-  for attempt = 1, 2 do
-    local ref = ctx:find(kind, key, value, attempt == 2)
-    if not ref then
-      break
-    end
-    local ok, rows = pcall(ctx.get, ctx, ref, wanted)
-    if ok and rows[1] and rows[1][key] == value then
-      return rows[1]
-    end
-    if not ok and not tostring(rows):find("ManagedObjectNotFound", 1, true) then
-      error(rows, 0)
-    end
+  local row = ctx:lookup(kind, key, value, wanted)
+  if not row then
+    return nil, string.format(missing_format or "Cannot find object %s", tostring(value))
   end
-  return nil, string.format(missing_format or "Cannot find object %s", tostring(value))
+  return row
 end
 
 -- A method that lists every object of a kind.
