@@ -98,11 +98,6 @@ impl MethodHost {
         Ok(())
     }
 
-    /// Idle Lua states kept for the next calls.
-    pub fn idle_states(&self) -> usize {
-        self.pool.idle()
-    }
-
     /// Handles one request. Every request gets exactly one reply.
     pub async fn handle(self: &Arc<Self>, request: Value) -> Reply {
         if !request.is_object() {

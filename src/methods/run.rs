@@ -66,10 +66,6 @@ impl StatePool {
             idle.push(state);
         }
     }
-
-    pub fn idle(&self) -> usize {
-        self.idle.lock().map(|i| i.len()).unwrap_or(0)
-    }
 }
 
 /// Everything one call needs.
