@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{Simulator, method_host, project_dir, replaying_proxy, request};
+use common::{Simulator, host_for, method_host, replaying_proxy, request};
 use serde_json::{Value, json};
 use std::sync::{Arc, OnceLock};
 use vpoller::agents::DirectAgent;
-use vpoller::methods::{Limits, MethodDirs, MethodHost};
-use vpoller::vsphere::{Credentials, Endpoint, Password, TlsMode};
+use vpoller::methods::{Limits, MethodHost};
+use vpoller::vsphere::{Endpoint, TlsMode};
 
 fn simulator() -> &'static Simulator {
     static SIM: OnceLock<Simulator> = OnceLock::new();
@@ -30,22 +30,7 @@ fn host_at(url: &str) -> (Arc<MethodHost>, Arc<DirectAgent>) {
         tls: TlsMode::Verify,
         deadline: std::time::Duration::from_secs(20),
     };
-    let agent = Arc::new(DirectAgent::new(
-        "vcsim",
-        endpoint,
-        Credentials {
-            user: "user".into(),
-            password: Password::new("pass"),
-        },
-    ));
-    let dirs = MethodDirs {
-        builtin: Some(project_dir().join("methods")),
-        admin: vec![],
-    };
-    (
-        MethodHost::new(dirs, Limits::default(), agent.clone()),
-        agent,
-    )
+    host_for("vcsim", endpoint, &[], Limits::default())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,9 +15,7 @@ use common::{Simulator, project_dir};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
-use vpoller::agents::DirectAgent;
-use vpoller::methods::{Limits, MethodDirs, MethodHost, Reply};
-use vpoller::vsphere::{Credentials, Password};
+use vpoller::methods::{Limits, MethodHost, Reply};
 
 /// Fields whose values differ between any two simulator runs, or between
 /// the recording's simulator build and ours.
@@ -218,19 +216,8 @@ fn simulator() -> Simulator {
 }
 
 fn host(sim: &Simulator) -> Arc<MethodHost> {
-    let agent = DirectAgent::new(
-        "127.0.0.1",
-        sim.endpoint(),
-        Credentials {
-            user: "user".into(),
-            password: Password::new("pass"),
-        },
-    );
-    let dirs = MethodDirs {
-        builtin: Some(project_dir().join("methods")),
-        admin: vec![],
-    };
-    MethodHost::new(dirs, Limits::default(), Arc::new(agent))
+    // The recordings name the agent by its address, as vconnector did.
+    common::host_for("127.0.0.1", sim.endpoint(), &[], Limits::default()).0
 }
 
 async fn our_datastore_path(sim: &Simulator) -> String {

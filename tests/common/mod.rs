@@ -177,9 +177,23 @@ pub fn method_host_with_agent(
     std::sync::Arc<vpoller::methods::MethodHost>,
     std::sync::Arc<vpoller::agents::DirectAgent>,
 ) {
+    host_for("vcsim", sim.endpoint(), admin, limits)
+}
+
+/// A method host with the project's built-in methods over one vSphere host
+/// (user/pass), known to requests as `agent`.
+pub fn host_for(
+    agent: &str,
+    endpoint: Endpoint,
+    admin: &[PathBuf],
+    limits: vpoller::methods::Limits,
+) -> (
+    std::sync::Arc<vpoller::methods::MethodHost>,
+    std::sync::Arc<vpoller::agents::DirectAgent>,
+) {
     let agent = std::sync::Arc::new(vpoller::agents::DirectAgent::new(
-        "vcsim",
-        sim.endpoint(),
+        agent,
+        endpoint,
         Credentials {
             user: "user".into(),
             password: Password::new("pass"),
