@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::method_args::builtin_dir;
 use crate::methods::MethodDirs;
 use crate::server::config::Config;
-use crate::server::zmq;
+use crate::server::wire;
 
 /// Where vPoller keeps its configuration.
 pub const DEFAULT_CONFIG: &str = "/etc/vpoller/vpoller.conf";
@@ -159,7 +159,7 @@ pub async fn manage(endpoint: &str, action: Action) -> Result<bool, String> {
         Action::Stop => "shutdown",
         Action::Start => return Err("start is not a management request".into()),
     };
-    let reply = zmq::request(
+    let reply = wire::request(
         endpoint,
         &json!({"method": method}).to_string(),
         Duration::from_secs(3),
@@ -247,7 +247,7 @@ impl ClientArgs {
 /// Sends the request and prints the reply; the exit status says whether
 /// the reply reports success (a helper's plain output counts as success).
 pub async fn client(args: ClientArgs) -> Result<bool, String> {
-    let reply = zmq::request(
+    let reply = wire::request(
         &args.endpoint,
         &args.request().to_string(),
         Duration::from_millis(args.timeout.max(1)),

@@ -24,10 +24,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use zeromq::{RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
 use super::config::Config;
-use super::zmq::{Management, bindable, serve_management};
+use super::wire::{
+    CLIENT_LIMITS, CLOSE_LINGER, Envelope, Management, REPLY_LIMITS, serve_management,
+};
+use super::zsocket::{Frames, Kind, ZSocket};
 
 pub const READY: &[u8] = b"READY";
 pub const HEARTBEAT: &[u8] = b"HEARTBEAT";
@@ -36,21 +38,17 @@ pub const REPLY: &[u8] = b"REPLY";
 pub const BYE: &[u8] = b"BYE";
 
 const WORKER_LOST: &str = "The worker handling this request stopped before replying";
-
-struct Client {
-    identity: Bytes,
-    delimited: bool,
-}
+const STOPPING: &str = "The proxy is stopping; the request was not run";
 
 struct Pending {
-    client: Client,
+    client: Envelope,
     body: Bytes,
     since: Instant,
 }
 
 struct Worker {
     capacity: usize,
-    in_flight: HashMap<Bytes, Client>,
+    in_flight: HashMap<Bytes, Envelope>,
     last_seen: Instant,
     last_given: Instant,
     served: u64,
@@ -128,30 +126,13 @@ impl Management for ProxyStatus {
     }
 }
 
-fn frames(parts: Vec<Bytes>) -> Option<ZmqMessage> {
-    ZmqMessage::try_from(parts).ok()
-}
-
-fn client_reply(client: &Client, body: Bytes) -> Option<ZmqMessage> {
-    let mut out = vec![client.identity.clone()];
-    if client.delimited {
-        out.push(Bytes::new());
-    }
-    out.push(body);
-    frames(out)
-}
-
-/// Runs the proxy until SIGTERM, SIGINT or `shutdown`.
+/// Runs the proxy until SIGTERM, SIGINT or `shutdown`; then takes no new
+/// requests, delivers the replies of those the workers hold (within
+/// `grace`), and exits.
 pub async fn run(config: Config) -> Result<(), String> {
-    let mut frontend = RouterSocket::new();
-    frontend
-        .bind(&bindable(&config.proxy_frontend))
-        .await
+    let mut frontend = ZSocket::bind(Kind::Router, &config.proxy_frontend, CLIENT_LIMITS)
         .map_err(|e| format!("cannot bind the frontend {}: {e}", config.proxy_frontend))?;
-    let mut backend = RouterSocket::new();
-    backend
-        .bind(&bindable(&config.proxy_backend))
-        .await
+    let mut backend = ZSocket::bind(Kind::Router, &config.proxy_backend, REPLY_LIMITS)
         .map_err(|e| format!("cannot bind the backend {}: {e}", config.proxy_backend))?;
     tracing::info!(frontend = %config.proxy_frontend, backend = %config.proxy_backend, "proxy running");
 
@@ -174,71 +155,100 @@ pub async fn run(config: Config) -> Result<(), String> {
     let heartbeat = config.heartbeat;
     let mut tick = tokio::time::interval(heartbeat);
     loop {
-        let mut to_clients: Vec<ZmqMessage> = Vec::new();
-        let mut to_workers: Vec<ZmqMessage> = Vec::new();
         tokio::select! {
             received = frontend.recv() => {
-                let Ok(message) = received else { continue };
-                let parts = message.into_vec();
-                let Some((identity, rest)) = parts.split_first() else { continue };
-                let delimited = rest.first().is_some_and(|f| f.is_empty());
-                let body = if delimited { rest.get(1) } else { rest.first() }.cloned().unwrap_or_default();
+                let Some(frames) = received else { break };
+                let Some((client, body)) = Envelope::open(frames) else { continue };
                 if let Ok(mut s) = state.lock() {
-                    s.queue.push_back(Pending {
-                        client: Client { identity: identity.clone(), delimited },
-                        body,
-                        since: Instant::now(),
-                    });
+                    s.queue.push_back(Pending { client, body, since: Instant::now() });
                 }
             }
             received = backend.recv() => {
-                let Ok(message) = received else { continue };
-                let parts = message.into_vec();
+                let Some(frames) = received else { break };
                 if let Ok(mut s) = state.lock() {
-                    from_worker(&mut s, parts, &mut to_clients);
+                    from_worker(&mut s, frames, &frontend);
                 }
             }
             _ = tick.tick() => {
                 if let Ok(mut s) = state.lock() {
-                    housekeeping(&mut s, heartbeat, config.request_timeout, &mut to_clients, &mut to_workers);
+                    housekeeping(&mut s, heartbeat, config.request_timeout, &frontend, &backend);
                 }
             }
             _ = stopped.changed() => break,
         }
         if let Ok(mut s) = state.lock() {
-            while !s.queue.is_empty() {
-                let Some(worker) = s.pick() else { break };
-                let Some(p) = s.queue.pop_front() else { break };
-                if let Some(m) = frames(vec![
-                    worker.clone(),
-                    Bytes::from_static(REQUEST),
-                    p.client.identity.clone(),
-                    p.body,
-                ]) {
-                    to_workers.push(m);
-                }
-                if let Some(w) = s.workers.get_mut(&worker) {
-                    w.last_given = Instant::now();
-                    w.in_flight.insert(p.client.identity.clone(), p.client);
-                }
-            }
-        }
-        for m in to_workers {
-            if let Err(e) = backend.send(m).await {
-                tracing::warn!("cannot send to a worker: {e}");
-            }
-        }
-        for m in to_clients {
-            if let Err(e) = frontend.send(m).await {
-                tracing::debug!("cannot send to a client: {e}");
-            }
+            hand_out(&mut s, &backend);
         }
     }
+    drain(&state, &mut frontend, &mut backend, config.grace).await;
+    frontend.close(CLOSE_LINGER).await;
+    backend.close(Duration::ZERO).await;
     tracing::info!("proxy stopped");
     Ok(())
 }
 
-fn from_worker(s: &mut BrokerState, parts: Vec<Bytes>, to_clients: &mut Vec<ZmqMessage>) {
+/// Gives queued requests to workers with free slots.
+fn hand_out(s: &mut BrokerState, backend: &ZSocket) {
+    while !s.queue.is_empty() {
+        let Some(worker) = s.pick() else { break };
+        let Some(p) = s.queue.pop_front() else { break };
+        backend.send(vec![
+            worker.clone(),
+            Bytes::from_static(REQUEST),
+            p.client.identity.clone(),
+            p.body,
+        ]);
+        if let Some(w) = s.workers.get_mut(&worker) {
+            w.last_given = Instant::now();
+            w.in_flight.insert(p.client.identity.clone(), p.client);
+        }
+    }
+}
+
+/// On the way out: nothing new is read from clients, requests still queued
+/// are told the proxy is stopping, and the replies of requests the workers
+/// hold are passed on as they come, until none is held or `grace` is over.
+async fn drain(
+    state: &Mutex<BrokerState>,
+    frontend: &mut ZSocket,
+    backend: &mut ZSocket,
+    grace: Duration,
+) {
+    let held = |state: &Mutex<BrokerState>| {
+        state
+            .lock()
+            .map(|s| s.workers.values().map(|w| w.in_flight.len()).sum::<usize>())
+            .unwrap_or(0)
+    };
+    if let Ok(mut s) = state.lock() {
+        let stopping = Bytes::from(json!({"success": 1, "msg": STOPPING}).to_string());
+        for p in std::mem::take(&mut s.queue) {
+            frontend.send(p.client.reply(stopping.clone()));
+        }
+    }
+    tracing::info!(
+        held = held(state),
+        "stopping: delivering the replies workers hold"
+    );
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    while held(state) > 0 {
+        tokio::select! {
+            received = backend.recv() => {
+                let Some(frames) = received else { break };
+                if let Ok(mut s) = state.lock() {
+                    from_worker(&mut s, frames, frontend);
+                }
+            }
+            _ = &mut deadline => {
+                tracing::warn!(abandoned = held(state), "grace period over; abandoning requests in flight");
+                break;
+            }
+        }
+    }
+}
+
+fn from_worker(s: &mut BrokerState, parts: Frames, frontend: &ZSocket) {
     let Some((worker, rest)) = parts.split_first() else {
         return;
     };
@@ -270,10 +280,8 @@ fn from_worker(s: &mut BrokerState, parts: Vec<Bytes>, to_clients: &mut Vec<ZmqM
             if let Some(w) = s.workers.get_mut(worker) {
                 w.last_seen = now;
                 w.served += 1;
-                if let Some(c) = w.in_flight.remove(client)
-                    && let Some(m) = client_reply(&c, body.clone())
-                {
-                    to_clients.push(m);
+                if let Some(c) = w.in_flight.remove(client) {
+                    frontend.send(c.reply(body.clone()));
                     s.done += 1;
                 }
             }
@@ -285,7 +293,7 @@ fn from_worker(s: &mut BrokerState, parts: Vec<Bytes>, to_clients: &mut Vec<ZmqM
         }
         v if v == BYE => {
             if let Some(w) = s.workers.remove(worker) {
-                fail_held(s, w, to_clients);
+                fail_held(s, w, frontend);
             }
         }
         _ => tracing::debug!("unknown message from a worker"),
@@ -293,13 +301,11 @@ fn from_worker(s: &mut BrokerState, parts: Vec<Bytes>, to_clients: &mut Vec<ZmqM
 }
 
 /// Answers every request a lost worker held.
-fn fail_held(s: &mut BrokerState, worker: Worker, to_clients: &mut Vec<ZmqMessage>) {
+fn fail_held(s: &mut BrokerState, worker: Worker, frontend: &ZSocket) {
     let error = Bytes::from(json!({"success": 1, "msg": WORKER_LOST}).to_string());
     for client in worker.in_flight.into_values() {
         s.lost += 1;
-        if let Some(m) = client_reply(&client, error.clone()) {
-            to_clients.push(m);
-        }
+        frontend.send(client.reply(error.clone()));
     }
 }
 
@@ -307,8 +313,8 @@ fn housekeeping(
     s: &mut BrokerState,
     heartbeat: Duration,
     request_timeout: Duration,
-    to_clients: &mut Vec<ZmqMessage>,
-    to_workers: &mut Vec<ZmqMessage>,
+    frontend: &ZSocket,
+    backend: &ZSocket,
 ) {
     let dead: Vec<Bytes> = s
         .workers
@@ -322,7 +328,7 @@ fn housekeeping(
                 held = w.in_flight.len(),
                 "a worker stopped answering; its requests get an error"
             );
-            fail_held(s, w, to_clients);
+            fail_held(s, w, frontend);
         }
     }
     let before = s.queue.len();
@@ -336,8 +342,6 @@ fn housekeeping(
         );
     }
     for id in s.workers.keys() {
-        if let Some(m) = frames(vec![id.clone(), Bytes::from_static(HEARTBEAT)]) {
-            to_workers.push(m);
-        }
+        backend.send(vec![id.clone(), Bytes::from_static(HEARTBEAT)]);
     }
 }

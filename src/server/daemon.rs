@@ -6,7 +6,7 @@ use tokio::sync::watch;
 
 use super::config::Config;
 use super::dispatch::Dispatcher;
-use super::zmq::{Management, serve_frontend, serve_management};
+use super::wire::{Management, serve_frontend, serve_management};
 use crate::agents::RegistryAgents;
 use crate::methods::{MethodDirs, MethodHost};
 use crate::vsphere::SessionOptions;

@@ -1,6 +1,6 @@
 //! The long-running service: vPoller's wire protocol over ZeroMQ.
 //!
-//! A request frame flows transport ([`zmq`]) → [`dispatch::Dispatcher`] →
+//! A request frame flows transport ([`wire`], over [`zsocket`]) → [`dispatch::Dispatcher`] →
 //! method host → reply frame. [`daemon`] runs it all in one process.
 
 pub mod broker;
@@ -8,4 +8,5 @@ pub mod config;
 pub mod daemon;
 pub mod dispatch;
 pub mod worker;
-pub mod zmq;
+pub mod wire;
+pub mod zsocket;

@@ -7,14 +7,14 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
-use zeromq::{DealerSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
 use super::broker::{BYE, HEARTBEAT, READY, REPLY, REQUEST};
 use super::config::Config;
 use super::dispatch::Dispatcher;
-use super::zmq::{Management, serve_management};
+use super::wire::{CLIENT_LIMITS, CLOSE_LINGER, Management, serve_management};
+use super::zsocket::{Kind, ZSocket};
 use crate::agents::RegistryAgents;
 use crate::methods::MethodDirs;
 
@@ -52,22 +52,16 @@ impl Management for WorkerStatus {
     }
 }
 
-fn message(parts: Vec<Bytes>) -> Option<ZmqMessage> {
-    ZmqMessage::try_from(parts).ok()
-}
-
-async fn connect(endpoint: &str, capacity: usize) -> Option<DealerSocket> {
-    let mut socket = DealerSocket::new();
-    match tokio::time::timeout(Duration::from_secs(2), socket.connect(endpoint)).await {
-        Ok(Ok(())) => {}
-        _ => return None,
-    }
-    let ready = message(vec![
+/// Connects to the proxy and says how many requests this worker takes.
+/// libzmq connects in the background: a proxy that is not up yet is found
+/// when it comes, and a silent one makes the caller start again.
+fn connect(endpoint: &str, capacity: usize) -> Result<ZSocket, String> {
+    let socket = ZSocket::connect(Kind::Dealer, endpoint, CLIENT_LIMITS)?;
+    socket.send(vec![
         Bytes::from_static(READY),
         Bytes::from(capacity.to_string()),
-    ])?;
-    socket.send(ready).await.ok()?;
-    Some(socket)
+    ]);
+    Ok(socket)
 }
 
 /// Runs until SIGTERM, SIGINT or `shutdown`; then finishes what it holds
@@ -94,69 +88,58 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
         }
     });
 
-    let (replies, mut outbox) = mpsc::channel::<ZmqMessage>(1024);
     let mut work = JoinSet::new();
     let heartbeat = config.heartbeat;
     let mut tick = tokio::time::interval(heartbeat);
     'connection: while !*stopped.borrow() {
-        let Some(mut socket) = connect(&config.worker_proxy, capacity).await else {
-            tokio::select! {
-                _ = tokio::time::sleep(heartbeat) => continue,
-                _ = stopped.changed() => break,
+        let mut socket = match connect(&config.worker_proxy, capacity) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot connect to the proxy {}: {e}", config.worker_proxy);
+                tokio::select! {
+                    _ = tokio::time::sleep(heartbeat) => continue,
+                    _ = stopped.changed() => break,
+                }
             }
         };
-        tracing::info!(proxy = %config.worker_proxy, capacity, "connected to the proxy");
+        tracing::info!(proxy = %config.worker_proxy, capacity, "connecting to the proxy");
         let mut heard = Instant::now();
         loop {
             tokio::select! {
                 received = socket.recv() => {
-                    let Ok(m) = received else { continue 'connection };
+                    let Some(parts) = received else { continue 'connection };
                     heard = Instant::now();
-                    let parts = m.into_vec();
                     if parts.first().is_some_and(|v| v.as_ref() == REQUEST)
                         && let (Some(client), Some(body)) = (parts.get(1).cloned(), parts.get(2).cloned())
                     {
-                        let (dispatcher, replies) = (dispatcher.clone(), replies.clone());
+                        let (dispatcher, send) = (dispatcher.clone(), socket.sender());
                         work.spawn(async move {
                             let reply = dispatcher.handle(&body).await;
-                            if let Some(m) = message(vec![Bytes::from_static(REPLY), client, Bytes::from(reply)]) {
-                                let _ = replies.send(m).await;
-                            }
+                            send.send(vec![Bytes::from_static(REPLY), client, Bytes::from(reply)]);
                         });
-                    }
-                }
-                Some(reply) = outbox.recv() => {
-                    if socket.send(reply).await.is_err() {
-                        continue 'connection;
                     }
                 }
                 Some(_) = work.join_next(), if !work.is_empty() => {}
                 _ = tick.tick() => {
                     if heard.elapsed() > heartbeat * 3 {
                         tracing::warn!("the proxy went silent; reconnecting");
+                        socket.close(Duration::ZERO).await;
                         continue 'connection;
                     }
-                    if let Some(m) = message(vec![Bytes::from_static(HEARTBEAT)]) {
-                        let _ = socket.send(m).await;
-                    }
+                    socket.send(vec![Bytes::from_static(HEARTBEAT)]);
                 }
                 _ = stopped.changed() => {
                     // Finish and send what is held, then say goodbye.
-                    let grace = tokio::time::sleep(config.grace);
-                    tokio::pin!(grace);
-                    while !work.is_empty() {
-                        tokio::select! {
-                            Some(_) = work.join_next() => {}
-                            Some(reply) = outbox.recv() => { let _ = socket.send(reply).await; }
-                            _ = &mut grace => break,
-                        }
+                    let finished = tokio::time::timeout(config.grace, async {
+                        while work.join_next().await.is_some() {}
+                    })
+                    .await;
+                    if finished.is_err() {
+                        tracing::warn!(abandoned = work.len(), "grace period over; abandoning requests in flight");
+                        work.abort_all();
                     }
-                    while let Ok(reply) = outbox.try_recv() {
-                        let _ = socket.send(reply).await;
-                    }
-                    if let Some(m) = message(vec![Bytes::from_static(BYE)]) {
-                        let _ = socket.send(m).await;
-                    }
+                    socket.send(vec![Bytes::from_static(BYE)]);
+                    socket.close(CLOSE_LINGER).await;
                     break 'connection;
                 }
             }

@@ -1,5 +1,5 @@
-//! vPoller's wire over ZeroMQ (the pure-Rust `zeromq` crate): the client
-//! frontend, the management socket, and the client side.
+//! vPoller's wire over ZeroMQ (libzmq, through [`super::zsocket`]): the
+//! client frontend, the management socket, and the client side.
 //!
 //! Clients are REQ sockets sending one JSON frame; the frontend is a ROUTER
 //! that sees `[identity, "", request]` and answers `[identity, "", reply]`.
@@ -12,22 +12,77 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use zeromq::{RepSocket, ReqSocket, RouterSocket, Socket, SocketRecv, SocketSend, ZmqMessage};
 
-use super::dispatch::Dispatcher;
+use super::dispatch::{Dispatcher, MAX_REQUEST_BYTES};
+use super::zsocket::{Frames, Kind, Limits, ZSocket};
 
 /// Requests worked on at once by one frontend. Past this, the frontend stops
 /// reading until one finishes, so a flood queues in ZeroMQ rather than in
 /// memory as Lua states.
 pub const MAX_IN_FLIGHT: usize = 1024;
 
-/// `tcp://*:10123` as vPoller writes it; the crate wants an address.
-pub fn bindable(endpoint: &str) -> String {
-    endpoint.replace("://*:", "://0.0.0.0:")
+/// What a client may send: frames up to four times the request limit are
+/// read and answered with vPoller's error; a larger frame drops the client
+/// before it is read.
+pub const CLIENT_LIMITS: Limits = Limits {
+    max_frame: 4 * MAX_REQUEST_BYTES,
+    max_frames: 8,
+};
+
+/// What a management client may send.
+pub const MANAGEMENT_LIMITS: Limits = Limits {
+    max_frame: 64 << 10,
+    max_frames: 4,
+};
+
+/// Replies can be large (a discover of a big inventory): what a reply may
+/// carry between our own processes.
+pub const REPLY_LIMITS: Limits = Limits {
+    max_frame: 256 << 20,
+    max_frames: 8,
+};
+
+/// How long a closing socket waits for libzmq to write out its replies.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
+
+/// Who asked, as a ROUTER saw it: REQ clients put an empty delimiter
+/// before the body, DEALER clients do not. The reply goes back the same way.
+#[derive(Clone)]
+pub struct Envelope {
+    pub identity: Bytes,
+    pub delimited: bool,
 }
 
-fn message(frames: Vec<Bytes>) -> Option<ZmqMessage> {
-    ZmqMessage::try_from(frames).ok()
+impl Envelope {
+    /// Splits `[identity, "", body]` or `[identity, body]`.
+    pub fn open(frames: Frames) -> Option<(Envelope, Bytes)> {
+        let mut frames = frames.into_iter();
+        let identity = frames.next()?;
+        let first = frames.next().unwrap_or_default();
+        let delimited = first.is_empty();
+        let body = if delimited {
+            frames.next().unwrap_or_default()
+        } else {
+            first
+        };
+        Some((
+            Envelope {
+                identity,
+                delimited,
+            },
+            body,
+        ))
+    }
+
+    pub fn reply(&self, body: Bytes) -> Frames {
+        let mut out = Vec::with_capacity(3);
+        out.push(self.identity.clone());
+        if self.delimited {
+            out.push(Bytes::new());
+        }
+        out.push(body);
+        out
+    }
 }
 
 /// Serves client requests on a ROUTER socket until `stop` turns true, then
@@ -38,50 +93,25 @@ pub async fn serve_frontend(
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> Result<(), String> {
-    let mut socket = RouterSocket::new();
-    socket
-        .bind(&bindable(endpoint))
-        .await
+    let mut socket = ZSocket::bind(Kind::Router, endpoint, CLIENT_LIMITS)
         .map_err(|e| format!("cannot bind the frontend {endpoint}: {e}"))?;
     tracing::info!("serving requests on {endpoint}");
-    let (send, mut recv) = socket.split();
-    // Each request's task sends its own reply: no hand-over to a sender task.
-    let send = Arc::new(tokio::sync::Mutex::new(send));
     let mut work = JoinSet::new();
     loop {
         tokio::select! {
-            received = recv.recv(), if work.len() < MAX_IN_FLIGHT => {
-                let frames = match received {
-                    Ok(m) => m.into_vec(),
-                    Err(e) => {
-                        tracing::warn!("frontend receive failed: {e}");
-                        continue;
-                    }
-                };
-                // [identity, "", body] from REQ; [identity, body] from DEALER.
-                let Some((identity, rest)) = frames.split_first() else { continue };
-                let delimited = rest.first().is_some_and(|f| f.is_empty());
-                let body = if delimited { rest.get(1) } else { rest.first() }.cloned().unwrap_or_default();
-                let (identity, dispatcher, send) = (identity.clone(), dispatcher.clone(), send.clone());
+            received = socket.recv(), if work.len() < MAX_IN_FLIGHT => {
+                let Some(frames) = received else { break };
+                let Some((envelope, body)) = Envelope::open(frames) else { continue };
+                let (dispatcher, send) = (dispatcher.clone(), socket.sender());
                 work.spawn(async move {
                     let reply = dispatcher.handle(&body).await;
-                    let mut out = vec![identity];
-                    if delimited {
-                        out.push(Bytes::new());
-                    }
-                    out.push(Bytes::from(reply));
-                    if let Some(m) = message(out)
-                        && let Err(e) = send.lock().await.send(m).await
-                    {
-                        tracing::warn!("cannot send a reply: {e}");
-                    }
+                    send.send(envelope.reply(Bytes::from(reply)));
                 });
             }
             Some(_) = work.join_next(), if !work.is_empty() => {}
             _ = stop.changed() => break,
         }
     }
-    drop(recv);
     tracing::info!(
         in_flight = work.len(),
         "stopping: finishing the requests in flight"
@@ -95,6 +125,7 @@ pub async fn serve_frontend(
         );
         work.abort_all();
     }
+    socket.close(CLOSE_LINGER).await;
     Ok(())
 }
 
@@ -113,28 +144,25 @@ pub async fn serve_management(
     management: Arc<dyn Management>,
     stop: watch::Sender<bool>,
 ) -> Result<(), String> {
-    let mut socket = RepSocket::new();
-    socket
-        .bind(&bindable(endpoint))
-        .await
+    let mut socket = ZSocket::bind(Kind::Rep, endpoint, MANAGEMENT_LIMITS)
         .map_err(|e| format!("cannot bind the management socket {endpoint}: {e}"))?;
     let mut stopping = stop.subscribe();
     loop {
         let received = tokio::select! {
             r = socket.recv() => r,
-            _ = stopping.changed() => return Ok(()),
+            _ = stopping.changed() => break,
         };
-        let Ok(request) = received else { continue };
-        let frame = request.into_vec().pop().unwrap_or_default();
+        let Some(request) = received else { break };
+        let frame = request.into_iter().last().unwrap_or_default();
         let (reply, shutdown) = management_reply(&frame, management.as_ref());
-        if let Some(m) = message(vec![Bytes::from(reply.to_string())]) {
-            let _ = socket.send(m).await;
-        }
+        socket.send(vec![Bytes::from(reply.to_string())]);
         if shutdown {
             let _ = stop.send(true);
-            return Ok(());
+            break;
         }
     }
+    socket.close(CLOSE_LINGER).await;
+    Ok(())
 }
 
 fn management_reply(frame: &[u8], management: &dyn Management) -> (Value, bool) {
@@ -170,24 +198,23 @@ fn management_reply(frame: &[u8], management: &dyn Management) -> (Value, bool) 
 /// the answer is vPoller's "Did not receive response".
 pub async fn request(endpoint: &str, body: &str, timeout: Duration, attempts: u32) -> String {
     for attempt in 1..=attempts.max(1) {
-        let tried = tokio::time::timeout(timeout, async {
-            let mut socket = ReqSocket::new();
-            socket.connect(endpoint).await.map_err(|e| e.to_string())?;
-            socket
-                .send(ZmqMessage::from(body.to_string()))
-                .await
-                .map_err(|e| e.to_string())?;
-            let reply = socket.recv().await.map_err(|e| e.to_string())?;
-            let frame = reply.into_vec().pop().unwrap_or_default();
-            Ok::<String, String>(String::from_utf8_lossy(&frame).into_owned())
-        })
-        .await;
-        match tried {
-            Ok(Ok(reply)) => return reply,
-            Ok(Err(e)) => {
-                tracing::debug!(attempt, "request to {endpoint} failed: {e}");
+        let mut socket = match ZSocket::connect(Kind::Req, endpoint, REPLY_LIMITS) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(attempt, "cannot connect to {endpoint}: {e}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
+        };
+        socket.send(vec![Bytes::from(body.to_string())]);
+        let tried = tokio::time::timeout(timeout, socket.recv()).await;
+        socket.close(Duration::ZERO).await;
+        match tried {
+            Ok(Some(reply)) => {
+                let frame = reply.into_iter().last().unwrap_or_default();
+                return String::from_utf8_lossy(&frame).into_owned();
+            }
+            Ok(None) => tracing::debug!(attempt, "the socket to {endpoint} closed"),
             Err(_) => tracing::debug!(attempt, "no reply from {endpoint} within {timeout:?}"),
         }
     }
