@@ -4,209 +4,16 @@
 
 mod common;
 
+use common::services::*;
 use common::{Simulator, project_dir};
 use serde_json::{Value, json};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 fn simulator() -> &'static Simulator {
     static SIM: OnceLock<Simulator> = OnceLock::new();
     SIM.get_or_init(|| Simulator::start(&[]))
-}
-
-/// vPoller 0.7.3's Python client and pyzmq, installed once.
-fn venv() -> PathBuf {
-    static VENV: OnceLock<PathBuf> = OnceLock::new();
-    VENV.get_or_init(|| {
-        let dir = project_dir().join("target/pyvenv");
-        let status = Command::new("bash")
-            .arg(project_dir().join("tests/pyclient/setup.sh"))
-            .arg(&dir)
-            .status()
-            .expect("run setup.sh");
-        assert!(
-            status.success(),
-            "installing vpoller 0.7.3 into {} failed",
-            dir.display()
-        );
-        dir
-    })
-    .clone()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn endpoint(port: u16) -> String {
-    format!("tcp://127.0.0.1:{port}")
-}
-
-/// A registry with the simulator as agent `vcsim`.
-struct Registry {
-    dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn new() -> Registry {
-        let r = Registry {
-            dir: tempfile::tempdir().expect("dir"),
-        };
-        assert!(
-            vpoller(&["agent", "init", "-d", &r.db(), "--key-file", &r.key()])
-                .status
-                .success()
-        );
-        let out = Command::new(env!("CARGO_BIN_EXE_vpoller"))
-            .args([
-                "agent",
-                "add",
-                "-d",
-                &r.db(),
-                "--key-file",
-                &r.key(),
-                "-H",
-                "vcsim",
-                "-U",
-                "user",
-                "--url",
-                &simulator().url,
-            ])
-            .env("VPOLLER_PASSWORD", "pass")
-            .output()
-            .expect("add");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        r
-    }
-    fn db(&self) -> String {
-        self.dir.path().join("agents.db").display().to_string()
-    }
-    fn key(&self) -> String {
-        self.dir.path().join("agents.key").display().to_string()
-    }
-}
-
-fn vpoller(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vpoller"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run vpoller")
-}
-
-/// A service process, stopped with SIGTERM when dropped.
-struct Service(Child);
-
-impl Service {
-    fn start(args: &[&str]) -> Service {
-        let child = Command::new(env!("CARGO_BIN_EXE_vpoller"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start vpoller");
-        Service(child)
-    }
-    fn terminate(&mut self) -> Option<i32> {
-        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        None
-    }
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            self.terminate();
-        }
-    }
-}
-
-fn daemon(reg: &Registry) -> (Service, String, String) {
-    let (front, mgmt) = (endpoint(free_port()), endpoint(free_port()));
-    let s = Service::start(&[
-        "daemon",
-        "-d",
-        &reg.db(),
-        "--key-file",
-        &reg.key(),
-        "--frontend",
-        &front,
-        "--mgmt",
-        &mgmt,
-    ]);
-    wait_for_status(&mgmt, "daemon");
-    (s, front, mgmt)
-}
-
-fn proxy(front: &str, back: &str, mgmt: &str) -> Service {
-    let s = Service::start(&[
-        "proxy",
-        "--frontend",
-        front,
-        "--backend",
-        back,
-        "--mgmt",
-        mgmt,
-    ]);
-    wait_for_status(mgmt, "proxy");
-    s
-}
-
-fn worker(reg: &Registry, back: &str, mgmt: &str, extra: &[&str]) -> Service {
-    let (db, key) = (reg.db(), reg.key());
-    let mut args = vec![
-        "worker",
-        "-d",
-        &db,
-        "--key-file",
-        &key,
-        "--proxy",
-        back,
-        "--mgmt",
-        mgmt,
-    ];
-    args.extend_from_slice(extra);
-    let s = Service::start(&args);
-    wait_for_status(mgmt, "worker");
-    s
-}
-
-fn wait_for_status(mgmt: &str, role: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = vpoller(&[role, "status", "-e", mgmt]);
-        if out.status.success() {
-            return serde_json::from_slice(&out.stdout).expect("status JSON");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{role} did not come up at {mgmt}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// vpoller-client 0.7.3 itself.
@@ -292,14 +99,14 @@ fn vpoller_client_conversation(front: &str) {
 
 #[test]
 fn vpoller_client_0_7_3_talks_to_the_daemon() {
-    let reg = Registry::new();
+    let reg = Registry::new(&simulator().url);
     let (_daemon, front, _) = daemon(&reg);
     vpoller_client_conversation(&front);
 }
 
 #[test]
 fn vpoller_client_0_7_3_talks_to_a_proxy_and_worker() {
-    let reg = Registry::new();
+    let reg = Registry::new(&simulator().url);
     let (front, back, pm, wm) = (
         endpoint(free_port()),
         endpoint(free_port()),
@@ -313,7 +120,7 @@ fn vpoller_client_0_7_3_talks_to_a_proxy_and_worker() {
 
 #[test]
 fn malformed_messages_get_vpollers_error_replies_and_break_nothing() {
-    let reg = Registry::new();
+    let reg = Registry::new(&simulator().url);
     let (_daemon, front, mgmt) = daemon(&reg);
     let out = Command::new(venv().join("bin/python"))
         .arg(project_dir().join("tests/pyclient/raw.py"))
@@ -361,7 +168,7 @@ fn vpoller_client_ok(front: &str) -> bool {
 
 #[test]
 fn status_reload_and_shutdown_over_the_management_socket() {
-    let reg = Registry::new();
+    let reg = Registry::new(&simulator().url);
     let (mut daemon, front, mgmt) = daemon(&reg);
     assert!(vpoller_client_ok(&front));
     let out = vpoller(&[
@@ -442,7 +249,7 @@ fn load(front: &str, n: usize, timeout_ms: u64) -> Vec<Value> {
 
 #[test]
 fn sigterm_under_load_answers_every_request_and_exits_0() {
-    let reg = Registry::new();
+    let reg = Registry::new(&simulator().url);
     let (mut daemon, front, mgmt) = daemon(&reg);
     let front2 = front.clone();
     let clients = std::thread::spawn(move || load(&front2, 24, 8000));
@@ -471,7 +278,7 @@ fn sigterm_under_load_answers_every_request_and_exits_0() {
 
 #[test]
 fn two_workers_share_the_load_and_a_dead_one_loses_no_reply() {
-    let reg = Registry::new();
+    let reg = Registry::new(&simulator().url);
     let (front, back, pm) = (
         endpoint(free_port()),
         endpoint(free_port()),
@@ -525,7 +332,7 @@ fn two_workers_share_the_load_and_a_dead_one_loses_no_reply() {
 
 #[test]
 fn workers_find_a_restarted_proxy() {
-    let reg = Registry::new();
+    let reg = Registry::new(&simulator().url);
     let (front, back, pm, wm) = (
         endpoint(free_port()),
         endpoint(free_port()),
@@ -548,7 +355,7 @@ fn workers_find_a_restarted_proxy() {
 
 #[test]
 fn a_request_that_waited_past_its_deadline_is_dropped_not_worked_on() {
-    let reg = Registry::new();
+    let reg = Registry::new(&simulator().url);
     let dir = tempfile::tempdir().expect("dir");
     let (front, back, pm, wm) = (
         endpoint(free_port()),

@@ -5,6 +5,11 @@
 //! `data_version`), so an agent added, changed, enabled or disabled with
 //! `vpoller agent` is used by the next request, with no restart. An agent
 //! whose login details changed gets a new session; the old one is logged out.
+//!
+//! Each slot also owns the agent's [`Guards`]: a refused login is
+//! remembered there across requests (the session slot stays empty after a
+//! failed first login, so the memory cannot live in a session), and new
+//! login details start with fresh guards.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +21,9 @@ use tokio::sync::OnceCell;
 
 use super::store::{AgentRecord, Store};
 use crate::methods::Agents;
-use crate::vsphere::{Credentials, Endpoint, Password, Session, SessionOptions};
+use crate::vsphere::{
+    Credentials, Endpoint, GuardOptions, Guards, Password, Session, SessionOptions,
+};
 
 /// What a session was made from; a change means a new session.
 #[derive(Clone, PartialEq)]
@@ -30,6 +37,7 @@ struct LoginDetails {
 struct Slot {
     details: LoginDetails,
     session: OnceCell<Session>,
+    guards: Arc<Guards>,
 }
 
 #[derive(Default)]
@@ -43,6 +51,7 @@ pub struct RegistryAgents {
     snapshot: Mutex<Snapshot>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     options: SessionOptions,
+    guard_options: GuardOptions,
     deadline: Duration,
 }
 
@@ -54,6 +63,7 @@ impl RegistryAgents {
             snapshot: Mutex::new(Snapshot::default()),
             slots: Mutex::new(HashMap::new()),
             options: SessionOptions::default(),
+            guard_options: GuardOptions::default(),
             deadline,
         };
         agents.refresh()?;
@@ -63,6 +73,12 @@ impl RegistryAgents {
     /// Uses these session options for sessions made from now on.
     pub fn with_options(mut self, options: SessionOptions) -> RegistryAgents {
         self.options = options;
+        self
+    }
+
+    /// Uses these guard options for agents seen from now on.
+    pub fn with_guard_options(mut self, options: GuardOptions) -> RegistryAgents {
+        self.guard_options = options;
         self
     }
 
@@ -131,22 +147,24 @@ impl RegistryAgents {
         }
     }
 
+    fn new_slot(&self, details: LoginDetails) -> Arc<Slot> {
+        Arc::new(Slot {
+            details,
+            session: OnceCell::new(),
+            guards: Arc::new(Guards::new(self.guard_options.clone())),
+        })
+    }
+
     fn slot(&self, hostname: &str, details: LoginDetails) -> Arc<Slot> {
         let Ok(mut slots) = self.slots.lock() else {
-            return Arc::new(Slot {
-                details,
-                session: OnceCell::new(),
-            });
+            return self.new_slot(details);
         };
         if let Some(slot) = slots.get(hostname)
             && slot.details == details
         {
             return slot.clone();
         }
-        let fresh = Arc::new(Slot {
-            details,
-            session: OnceCell::new(),
-        });
+        let fresh = self.new_slot(details);
         if let Some(old) = slots.insert(hostname.to_string(), fresh.clone())
             && let Some(session) = old.session.get().cloned()
         {
@@ -195,9 +213,14 @@ impl Agents for RegistryAgents {
                         user: slot.details.username.clone(),
                         password: Password::new(slot.details.password.clone()),
                     };
-                    let outcome = Session::connect(&endpoint, credentials, self.options.clone())
-                        .await
-                        .map_err(|e| e.to_string());
+                    let outcome = Session::connect_guarded(
+                        &endpoint,
+                        credentials,
+                        self.options.clone(),
+                        slot.guards.clone(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string());
                     self.record_login(
                         hostname,
                         outcome.as_ref().map(|_| ()).map_err(String::as_str),

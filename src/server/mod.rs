@@ -7,6 +7,6 @@ pub mod broker;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
-pub mod worker;
 pub mod wire;
+pub mod worker;
 pub mod zsocket;

@@ -390,7 +390,12 @@ impl Pump {
         // What is still queued goes out now, waiting at most the linger for
         // room (a DEALER at its high-water mark).
         let _ = self.socket.set_sndtimeo(linger_ms);
-        let queued: Vec<Frames> = self.unsent.take().into_iter().chain(self.outgoing.try_iter()).collect();
+        let queued: Vec<Frames> = self
+            .unsent
+            .take()
+            .into_iter()
+            .chain(self.outgoing.try_iter())
+            .collect();
         for frames in queued {
             let _ = self.send_blocking(frames);
         }
@@ -429,7 +434,10 @@ mod tests {
         let mut dealer = ZSocket::connect(Kind::Dealer, &endpoint, SMALL).expect("connect");
         // Too many frames, then too many bytes in all: both thrown away.
         assert!(dealer.send(vec![Bytes::from_static(b"x"); 5]));
-        assert!(dealer.send(vec![Bytes::from(vec![b'y'; 600]), Bytes::from(vec![b'z'; 600])]));
+        assert!(dealer.send(vec![
+            Bytes::from(vec![b'y'; 600]),
+            Bytes::from(vec![b'z'; 600])
+        ]));
         assert!(dealer.send(vec![Bytes::from_static(b""), Bytes::from_static(b"hello")]));
         let got = tokio::time::timeout(Duration::from_secs(5), router.recv())
             .await
@@ -437,7 +445,11 @@ mod tests {
             .expect("the socket is open");
         assert_eq!(got.len(), 3, "identity, delimiter, body");
         assert_eq!(&got[2][..], b"hello");
-        assert!(router.send(vec![got[0].clone(), Bytes::new(), Bytes::from_static(b"back")]));
+        assert!(router.send(vec![
+            got[0].clone(),
+            Bytes::new(),
+            Bytes::from_static(b"back")
+        ]));
         let reply = tokio::time::timeout(Duration::from_secs(5), dealer.recv())
             .await
             .expect("a reply within 5 s")

@@ -80,7 +80,7 @@ impl std::fmt::Display for Fault {
 
 /// Everything that can go wrong talking to a vSphere host. Each variant names
 /// the host or the thing that was wrong.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("{host}: {fault}")]
     Fault { host: String, fault: Box<Fault> },
@@ -97,6 +97,16 @@ pub enum Error {
 
     #[error("{host}: {message}")]
     Transport { host: String, message: String },
+
+    #[error(
+        "{host}: unreachable, not tried ({failures} failures in a row, the last: {last}); the next attempt is in {retry_in_secs} s"
+    )]
+    Unavailable {
+        host: String,
+        failures: u32,
+        last: String,
+        retry_in_secs: u64,
+    },
 
     #[error("{host}: {message}")]
     Tls { host: String, message: String },
@@ -135,6 +145,15 @@ impl Error {
             Error::Fault { fault, .. } => Some(&fault.kind),
             _ => None,
         }
+    }
+
+    /// True when the host could not be reached at all, as opposed to a
+    /// host that answered with a fault or an HTTP error.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. } | Error::Transport { .. } | Error::Unavailable { .. }
+        )
     }
 
     pub fn is_not_authenticated(&self) -> bool {

@@ -7,6 +7,12 @@
 //! session's `index_ttl`, when a value is not in it (a name that is not
 //! found is never remembered as missing), and when a caller says an entry
 //! went stale.
+//!
+//! A known name is answered from the last index without waiting for
+//! anything. Callers that need a rebuild share the one in progress and its
+//! outcome, failure included: with a vCenter that stopped answering, every
+//! one of them has its answer after one deadline, not one deadline each in
+//! turn.
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -18,12 +24,21 @@ use super::fault::Result;
 use super::moref::MoRef;
 use super::session::Session;
 
-/// One (type, property) index, rebuilt by one caller at a time.
-type IndexSlot = Arc<tokio::sync::Mutex<Option<Index>>>;
+/// A rebuild in progress: the first caller runs it, the others wait for
+/// its outcome. If the caller running it gives up (its deadline passed),
+/// the next one waiting takes over.
+type Rebuild = Arc<tokio::sync::OnceCell<Result<Arc<Index>>>>;
+
+/// One (type, property) index.
+#[derive(Default)]
+struct IndexSlot {
+    current: Mutex<Option<Arc<Index>>>,
+    rebuild: Mutex<Option<Rebuild>>,
+}
 
 #[derive(Default)]
 pub(crate) struct Indexes {
-    by_key: Mutex<HashMap<(String, String), IndexSlot>>,
+    by_key: Mutex<HashMap<(String, String), Arc<IndexSlot>>>,
 }
 
 struct Index {
@@ -35,6 +50,36 @@ fn key_of(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+impl IndexSlot {
+    fn current(&self) -> Option<Arc<Index>> {
+        self.current.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// The rebuild to wait for: the one in progress, or a new one.
+    fn rebuild(&self) -> Rebuild {
+        let Ok(mut pending) = self.rebuild.lock() else {
+            return Rebuild::default();
+        };
+        pending.get_or_insert_with(Rebuild::default).clone()
+    }
+
+    /// Keeps a finished rebuild's index, and lets the next caller start
+    /// a new rebuild.
+    fn finished(&self, rebuild: &Rebuild) {
+        if let Ok(mut pending) = self.rebuild.lock()
+            && pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, rebuild))
+        {
+            *pending = None;
+        }
+        if let Some(Ok(index)) = rebuild.get()
+            && let Ok(mut current) = self.current.lock()
+            && current.as_ref().is_none_or(|c| c.built <= index.built)
+        {
+            *current = Some(index.clone());
+        }
     }
 }
 
@@ -58,33 +103,36 @@ impl Session {
                 .clone()
         };
         let key = key_of(value);
-        let asked = Instant::now();
-        let mut index = slot.lock().await;
         let ttl = self.options().index_ttl;
         if !fresh
-            && let Some(i) = index.as_ref()
-            && i.built.elapsed() < ttl
-            && let Some(found) = i.refs.get(&key)
+            && let Some(index) = slot.current()
+            && index.built.elapsed() < ttl
+            && let Some(found) = index.refs.get(&key)
         {
             return Ok(Some(found.clone()));
         }
-        // Rebuild, unless another caller did so while this one waited.
-        let rebuilt_meanwhile = index.as_ref().is_some_and(|i| i.built >= asked);
-        if !rebuilt_meanwhile {
-            let mut refs = HashMap::new();
-            self.discover(kind, &[path.to_string()], |o| {
-                if let Some(v) = o.props.get(path) {
-                    refs.entry(key_of(v)).or_insert(o.obj);
-                }
-                ControlFlow::Continue(())
-            })
-            .await?;
-            *index = Some(Index {
-                built: Instant::now(),
-                refs,
-            });
-        }
-        Ok(index.as_ref().and_then(|i| i.refs.get(&key).cloned()))
+        let rebuild = slot.rebuild();
+        let outcome = rebuild
+            .get_or_init(|| async { self.build_index(kind, path).await.map(Arc::new) })
+            .await
+            .clone();
+        slot.finished(&rebuild);
+        Ok(outcome?.refs.get(&key).cloned())
+    }
+
+    async fn build_index(&self, kind: &str, path: &str) -> Result<Index> {
+        let mut refs = HashMap::new();
+        self.discover(kind, &[path.to_string()], |o| {
+            if let Some(v) = o.props.get(path) {
+                refs.entry(key_of(v)).or_insert(o.obj);
+            }
+            ControlFlow::Continue(())
+        })
+        .await?;
+        Ok(Index {
+            built: Instant::now(),
+            refs,
+        })
     }
 }
 

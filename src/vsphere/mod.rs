@@ -9,6 +9,7 @@
 
 pub mod collector;
 pub mod fault;
+pub mod guard;
 pub mod inventory;
 pub mod moref;
 pub mod performance;
@@ -21,6 +22,7 @@ pub mod xml;
 
 pub use collector::ObjectContent;
 pub use fault::{Error, Fault, FaultKind};
+pub use guard::{GuardOptions, Guards};
 pub use moref::MoRef;
 pub use session::{Credentials, Password, Session, SessionOptions};
 pub use soap::Endpoint;

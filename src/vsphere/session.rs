@@ -5,8 +5,10 @@
 //! session is gone (a NotAuthenticated fault, or, from vcsim, NotAuthenticated
 //! in every `missingSet` of a property retrieval) the first caller to notice
 //! logs in again while the others wait for it: one Login, not one per caller.
-//! A failed login is remembered for a short, growing back-off so that a wrong
-//! password does not become a storm of Login calls.
+//! A failed login is remembered in the agent's [`Guards`], across sessions,
+//! so that a wrong password does not become a storm of Login calls; calls
+//! pass the same guards' circuit breaker, so a vCenter that stopped
+//! answering costs each caller at most one deadline.
 
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -15,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use super::fault::{Error, FaultKind, Result};
+use super::guard::Guards;
 use super::moref::MoRef;
 use super::soap::{Endpoint, Reply, Transport};
 use super::xml::encode;
@@ -51,8 +54,6 @@ pub struct SessionOptions {
     /// Idle time after which a keep-alive call is made. vCenter's default
     /// session timeout is 30 minutes.
     pub keepalive: Duration,
-    /// The first back-off after a failed login; it doubles up to a minute.
-    pub login_backoff: Duration,
     /// How long a name-to-reference index is trusted before it is re-read.
     pub index_ttl: Duration,
 }
@@ -61,7 +62,6 @@ impl Default for SessionOptions {
     fn default() -> Self {
         SessionOptions {
             keepalive: Duration::from_secs(600),
-            login_backoff: Duration::from_secs(2),
             index_ttl: Duration::from_secs(300),
         }
     }
@@ -97,12 +97,6 @@ struct SessionState {
     generation: u64,
 }
 
-#[derive(Default)]
-struct LoginGate {
-    failures: u32,
-    retry_after: Option<(Instant, String)>,
-}
-
 pub(crate) struct Inner {
     pub(crate) transport: Transport,
     credentials: Credentials,
@@ -110,7 +104,7 @@ pub(crate) struct Inner {
     api_version: String,
     content: Value,
     state: RwLock<SessionState>,
-    login_gate: tokio::sync::Mutex<LoginGate>,
+    guards: Arc<Guards>,
     logins: AtomicU64,
     calls: AtomicU64,
     last_call: Mutex<Instant>,
@@ -126,14 +120,36 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, reads the service content, and logs in.
+    /// Connects, reads the service content, and logs in, with guards of
+    /// its own (one-shot commands).
     pub async fn connect(
         endpoint: &Endpoint,
         credentials: Credentials,
         options: SessionOptions,
     ) -> Result<Session> {
+        Session::connect_guarded(endpoint, credentials, options, Arc::default()).await
+    }
+
+    /// Connects under the agent's `guards`: a remembered login failure or
+    /// an open circuit is the answer at once, with no call made.
+    pub async fn connect_guarded(
+        endpoint: &Endpoint,
+        credentials: Credentials,
+        options: SessionOptions,
+        guards: Arc<Guards>,
+    ) -> Result<Session> {
+        if let Some(remembered) = guards.login_blocked() {
+            return Err(remembered);
+        }
         let transport = Transport::new(endpoint)?;
-        let advertised = api_version(&transport).await;
+        let admission = guards.admit(transport.host())?;
+        let advertised = match api_version(&transport).await {
+            Ok(v) => v,
+            Err(e) => {
+                guards.report(admission, false, Some(&e));
+                return Err(e);
+            }
+        };
         let version_for_bootstrap = advertised.clone().unwrap_or_default();
         let this = MoRef::new(SERVICE_INSTANCE.0, SERVICE_INSTANCE.1);
         let body = encode::request_body("RetrieveServiceContent", &this, &Value::Null).map_err(
@@ -150,7 +166,13 @@ impl Session {
                 &version_for_bootstrap,
                 true,
             )
-            .await?;
+            .await;
+        guards.report(
+            admission,
+            !reply.as_ref().is_err_and(Error::is_unreachable),
+            reply.as_ref().err(),
+        );
+        let reply = reply?;
         let content = transport.parse("RetrieveServiceContent", &reply)?;
         let api_version = advertised
             .or_else(|| {
@@ -172,7 +194,7 @@ impl Session {
                     cookie: None,
                     generation: 0,
                 }),
-                login_gate: tokio::sync::Mutex::new(LoginGate::default()),
+                guards,
                 logins: AtomicU64::new(0),
                 calls: AtomicU64::new(1),
                 last_call: Mutex::new(Instant::now()),
@@ -295,6 +317,7 @@ impl Session {
             *t = Instant::now();
         }
         let started = Instant::now();
+        let admission = self.inner.guards.admit(self.host())?;
         let result = self
             .inner
             .transport
@@ -306,46 +329,25 @@ impl Session {
                 is_safe_to_repeat(method),
             )
             .await;
+        let unreachable = result.as_ref().is_err_and(Error::is_unreachable);
+        self.inner
+            .guards
+            .report(admission, !unreachable, result.as_ref().err());
         tracing::trace!(host = %self.host(), method, elapsed_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "soap call");
         result
     }
 
-    /// Logs in again unless another caller already did since `seen`.
+    /// Logs in again unless another caller already did since `seen`. A
+    /// failed login is remembered in the agent's guards, so callers during
+    /// its back-off get that failure without a Login.
     pub(crate) async fn relogin(&self, seen: u64) -> Result<()> {
-        let mut gate = self.inner.login_gate.lock().await;
+        let mut turn = self.inner.guards.login_turn().await?;
         if self.generation() != seen {
             return Ok(());
         }
-        if let Some((until, reason)) = &gate.retry_after
-            && Instant::now() < *until
-        {
-            return Err(Error::LoginFailed {
-                host: self.host().to_string(),
-                user: self.inner.credentials.user.clone(),
-                reason: format!("{reason} (not retried until the back-off ends)"),
-            });
-        }
-        match self.login().await {
-            Ok(()) => {
-                *gate = LoginGate::default();
-                Ok(())
-            }
-            Err(e) => {
-                gate.failures += 1;
-                let backoff = self
-                    .inner
-                    .options
-                    .login_backoff
-                    .saturating_mul(1 << gate.failures.min(5).saturating_sub(1))
-                    .min(Duration::from_secs(60));
-                let reason = match &e {
-                    Error::LoginFailed { reason, .. } => reason.clone(),
-                    other => other.to_string(),
-                };
-                gate.retry_after = Some((Instant::now() + backoff, reason));
-                Err(e)
-            }
-        }
+        let outcome = self.login().await;
+        turn.record(&outcome);
+        outcome
     }
 
     async fn login(&self) -> Result<()> {
@@ -428,18 +430,36 @@ impl Session {
     }
 }
 
-/// Reads the API version the host advertises; `None` if it does not say.
-async fn api_version(transport: &Transport) -> Option<String> {
+/// Reads the API version the host advertises; `None` if it does not say,
+/// an error if the host did not answer within the deadline.
+async fn api_version(transport: &Transport) -> Result<Option<String>> {
     let url = format!(
         "{}/vimServiceVersions.xml",
         transport.url().trim_end_matches('/')
     );
-    let response = transport.http().get(&url).send().await.ok()?;
+    let response = match transport.http().get(&url).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => {
+            return Err(Error::Timeout {
+                host: transport.host().to_string(),
+                after: transport.deadline(),
+            });
+        }
+        // Refusals and TLS problems are quick, and the service-content call
+        // that follows reports them with its advice.
+        Err(_) => return Ok(None),
+    };
     if !response.status().is_success() {
-        return None;
+        return Ok(None);
     }
-    let text = response.text().await.ok()?;
-    // <namespace><name>urn:vim25</name><version>8.0.2.0</version>...
+    let Ok(text) = response.text().await else {
+        return Ok(None);
+    };
+    Ok(advertised_version(&text))
+}
+
+/// `<namespace><name>urn:vim25</name><version>8.0.2.0</version>...`
+fn advertised_version(text: &str) -> Option<String> {
     let after = &text[text.find("<name>urn:vim25</name>")?..];
     let start = after.find("<version>")? + "<version>".len();
     let end = after[start..].find("</version>")? + start;

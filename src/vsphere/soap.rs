@@ -124,6 +124,10 @@ impl Transport {
         &self.url
     }
 
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// Posts one request body. A connection that closes without a response
     /// is retried once, and only when `repeatable` says the call is safe to
     /// repeat.

@@ -7,6 +7,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+pub mod services;
+
 use vpoller::vsphere::{Credentials, Endpoint, Password, Session, SessionOptions, TlsMode};
 
 pub fn project_dir() -> PathBuf {
@@ -104,6 +106,28 @@ impl Simulator {
 
     pub async fn session(&self) -> Session {
         connect(&self.endpoint(), "user", "pass").await
+    }
+
+    /// What the simulator wrote to stderr (with `-trace`, every SOAP body).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("vcsim.log")).unwrap_or_default()
+    }
+
+    /// How many calls of `method` the simulator has seen (needs `-trace`).
+    pub fn calls_of(&self, method: &str) -> usize {
+        let request = format!("<{method} ");
+        let request_ns = format!(":{method} ");
+        self.log()
+            .lines()
+            .filter(|l| {
+                l.starts_with("Request: ") && (l.contains(&request) || l.contains(&request_ns))
+            })
+            .count()
+    }
+
+    /// The process id, to stop (SIGSTOP) or resume it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the simulator abruptly, as a crash would.

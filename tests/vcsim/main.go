@@ -59,6 +59,7 @@ func main() {
 	password := flag.String("password", "", "accept only this password (with -username)")
 	idle := flag.Duration("session-idle-timeout", 0, "expire sessions idle this long (0: never)")
 	stdinExit := flag.Bool("stdinexit", false, "exit when stdin reaches EOF")
+	trace := flag.Bool("trace", false, "write every SOAP request and response to stderr (tests count calls in it)")
 	populate := flag.Bool("populate", true, "fill in guest data, quickStats, snapshots, alarms, perf intervals and latestEvent")
 	snapshotEvery := flag.Int("snapshot-every", 10, "with -populate: snapshot on VMs whose index % N == 0")
 	alarmEvery := flag.Int("alarm-every", 10, "with -populate: triggered alarm on VMs and hosts whose index % N == 1")
@@ -104,6 +105,7 @@ func main() {
 		created.Round(time.Millisecond), time.Since(started).Round(time.Millisecond))
 
 	model.Service.Listen = &url.URL{Host: *listen}
+	simulator.Trace = *trace
 	if *username != "" || *password != "" {
 		if *username == "" || *password == "" {
 			log.Fatalf("vcsim: -username and -password go together")

@@ -1,0 +1,210 @@
+//! Running vpoller's services as a user would: a registry made with
+//! `vpoller agent`, and daemon, proxy and worker processes.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::project_dir;
+
+/// vPoller 0.7.3's Python client and pyzmq, installed once.
+pub fn venv() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let dir = project_dir().join("target/pyvenv");
+        let status = Command::new("bash")
+            .arg(project_dir().join("tests/pyclient/setup.sh"))
+            .arg(&dir)
+            .status()
+            .expect("run setup.sh");
+        assert!(
+            status.success(),
+            "installing vpoller 0.7.3 into {} failed",
+            dir.display()
+        );
+        dir
+    })
+    .clone()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn endpoint(port: u16) -> String {
+    format!("tcp://127.0.0.1:{port}")
+}
+
+/// A registry with the simulator as agent `vcsim`.
+pub struct Registry {
+    pub dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// A registry with the simulator as agent `vcsim`.
+    pub fn new(sim_url: &str) -> Registry {
+        Registry::with_agent(sim_url, "vcsim", "pass")
+    }
+
+    /// A registry with one agent at `sim_url`, logging in as `user`.
+    pub fn with_agent(sim_url: &str, agent: &str, password: &str) -> Registry {
+        let r = Registry {
+            dir: tempfile::tempdir().expect("dir"),
+        };
+        assert!(
+            vpoller(&["agent", "init", "-d", &r.db(), "--key-file", &r.key()])
+                .status
+                .success()
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_vpoller"))
+            .args([
+                "agent",
+                "add",
+                "-d",
+                &r.db(),
+                "--key-file",
+                &r.key(),
+                "-H",
+                agent,
+                "-U",
+                "user",
+                "--url",
+                sim_url,
+            ])
+            .env("VPOLLER_PASSWORD", password)
+            .output()
+            .expect("add");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        r
+    }
+    pub fn db(&self) -> String {
+        self.dir.path().join("agents.db").display().to_string()
+    }
+    pub fn key(&self) -> String {
+        self.dir.path().join("agents.key").display().to_string()
+    }
+}
+
+pub fn vpoller(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpoller"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vpoller")
+}
+
+/// A service process, stopped with SIGTERM when dropped.
+pub struct Service(pub Child);
+
+impl Service {
+    pub fn start(args: &[&str]) -> Service {
+        let child = Command::new(env!("CARGO_BIN_EXE_vpoller"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start vpoller");
+        Service(child)
+    }
+    pub fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill").arg(self.0.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        None
+    }
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.terminate();
+        }
+    }
+}
+
+pub fn daemon(reg: &Registry) -> (Service, String, String) {
+    let (front, mgmt) = (endpoint(free_port()), endpoint(free_port()));
+    let s = Service::start(&[
+        "daemon",
+        "-d",
+        &reg.db(),
+        "--key-file",
+        &reg.key(),
+        "--frontend",
+        &front,
+        "--mgmt",
+        &mgmt,
+    ]);
+    wait_for_status(&mgmt, "daemon");
+    (s, front, mgmt)
+}
+
+pub fn proxy(front: &str, back: &str, mgmt: &str) -> Service {
+    let s = Service::start(&[
+        "proxy",
+        "--frontend",
+        front,
+        "--backend",
+        back,
+        "--mgmt",
+        mgmt,
+    ]);
+    wait_for_status(mgmt, "proxy");
+    s
+}
+
+pub fn worker(reg: &Registry, back: &str, mgmt: &str, extra: &[&str]) -> Service {
+    let (db, key) = (reg.db(), reg.key());
+    let mut args = vec![
+        "worker",
+        "-d",
+        &db,
+        "--key-file",
+        &key,
+        "--proxy",
+        back,
+        "--mgmt",
+        mgmt,
+    ];
+    args.extend_from_slice(extra);
+    let s = Service::start(&args);
+    wait_for_status(mgmt, "worker");
+    s
+}
+
+pub fn wait_for_status(mgmt: &str, role: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = vpoller(&[role, "status", "-e", mgmt]);
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).expect("status JSON");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{role} did not come up at {mgmt}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
