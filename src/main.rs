@@ -4,6 +4,12 @@ use tracing_subscriber::EnvFilter;
 
 use vpoller::cli::{self, Cli};
 
+/// jemalloc returns freed memory to the system on a timer (see
+/// .cargo/config.toml); glibc's malloc kept a large request's memory for
+/// good, so the process looked like it leaked.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (level, json) = logging_for(&cli);

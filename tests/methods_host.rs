@@ -171,6 +171,9 @@ const LIMITS: Limits = Limits {
     instructions: 50_000_000,
     memory: 16 << 20,
     timeout: Duration::from_secs(3),
+    total_memory: 256 << 20,
+    max_list_entries: 1000,
+    max_string_bytes: 4096,
 };
 
 async fn bad_method_fails_alone(body: &str, expect: &str) {

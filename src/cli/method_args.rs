@@ -58,10 +58,19 @@ impl MethodArgs {
         if self.lua_memory_mb == 0 || self.lua_instructions == 0 {
             return Err("--lua-memory-mb and --lua-instructions must be positive".into());
         }
+        let memory = self
+            .lua_memory_mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| format!("--lua-memory-mb {} is too large", self.lua_memory_mb))?;
+        let timeout = Duration::try_from_secs_f64(self.lua_timeout)
+            .map_err(|_| format!("--lua-timeout {} is too large", self.lua_timeout))?;
+        // One call at a time here: the whole budget is the call's.
         Ok(Limits {
             instructions: self.lua_instructions,
-            memory: self.lua_memory_mb << 20,
-            timeout: Duration::from_secs_f64(self.lua_timeout),
+            memory,
+            timeout,
+            total_memory: memory,
+            ..Limits::default()
         })
     }
 }

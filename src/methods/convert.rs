@@ -13,6 +13,9 @@ pub fn to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
     let options = SerializeOptions::new()
         .serialize_none_to_null(false)
         .serialize_unit_to_null(false);
+    // A large value (a big inventory's rows) gets its room before it is
+    // made, not from the next instruction hook.
+    super::memory::Reservation::make_room(lua, super::memory::lua_size(value));
     lua.to_value_with(value, options)
 }
 

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod convert;
 pub mod ctx;
 pub mod limits;
+pub mod memory;
 pub mod pyjson;
 pub mod reply;
 pub mod run;
@@ -34,6 +35,7 @@ pub struct MethodHost {
     dirs: MethodDirs,
     limits: Limits,
     pool: run::StatePool,
+    memory: Arc<memory::MemoryPool>,
     agents: Arc<dyn Agents>,
     watch: Mutex<Option<watch::Watch>>,
 }
@@ -48,11 +50,17 @@ impl MethodHost {
         Arc::new(MethodHost {
             catalog: ArcSwap::from_pointee(catalog),
             dirs,
+            memory: memory::MemoryPool::new(limits.total_memory),
             limits,
             pool: run::StatePool::new(256),
             agents,
             watch: Mutex::new(None),
         })
+    }
+
+    /// The memory budget shared by the calls in flight.
+    pub fn memory(&self) -> &memory::MemoryPool {
+        &self.memory
     }
 
     /// The live catalog.
@@ -112,7 +120,11 @@ impl MethodHost {
             .and_then(Value::as_str)
             .and_then(|h| catalog.helpers.get(h))
             .cloned();
-        let refusal = match self.admit(&catalog, &request) {
+        let admitted = self
+            .limits
+            .check_request(&request)
+            .and_then(|()| self.admit(&catalog, &request));
+        let refusal = match admitted {
             Ok((spec, agent)) => {
                 let call = run::Call {
                     helper,
@@ -120,6 +132,7 @@ impl MethodHost {
                     generation: catalog.generation,
                     lib_dirs: catalog.dirs.lib_dirs(),
                     limits: self.limits.clone(),
+                    memory: self.memory.clone(),
                     request,
                     ctx: ctx::Ctx::new(agent, self.agents.clone()),
                 };
@@ -134,16 +147,13 @@ impl MethodHost {
         match helper {
             Some(h) => {
                 let lib_dirs = catalog.dirs.lib_dirs();
-                run::apply_helper(
-                    &self.pool,
-                    catalog.generation,
-                    &lib_dirs,
-                    &self.limits,
-                    &h,
-                    refusal,
-                    &request,
-                )
-                .await
+                let context = run::Refusal {
+                    generation: catalog.generation,
+                    lib_dirs: &lib_dirs,
+                    limits: &self.limits,
+                    memory: &self.memory,
+                };
+                run::apply_helper(&self.pool, context, &h, refusal, &request).await
             }
             None => refusal,
         }

@@ -14,6 +14,7 @@ use super::catalog::{MethodSpec, compile_run};
 use super::convert::{from_lua, to_lua};
 use super::ctx::Ctx;
 use super::limits::Limits;
+use super::memory::{MemoryPool, Reservation};
 use super::reply::Reply;
 use super::sandbox::{self, Budget, LibDirs};
 
@@ -74,6 +75,7 @@ pub(crate) struct Call {
     pub generation: u64,
     pub lib_dirs: LibDirs,
     pub limits: Limits,
+    pub memory: Arc<MemoryPool>,
     pub request: serde_json::Value,
     pub ctx: Ctx,
     /// The output helper the request named, if it is loaded.
@@ -88,7 +90,9 @@ pub(crate) async fn run(pool: &StatePool, call: Call) -> Reply {
         Ok(s) => s,
         Err(e) => return Reply::error(format!("{}: cannot make a Lua state: {e}", spec.name)),
     };
+    let per_call = call.limits.memory;
     let outcome = run_in(&mut state, call, &script).await;
+    Reservation::end(&state.lua, per_call);
     let reusable = outcome.is_ok() && sandbox::limit_spent(&state.lua).is_none();
     let reply = match outcome {
         Ok(reply) => reply,
@@ -111,9 +115,8 @@ async fn run_in(state: &mut PooledState, call: Call, script: &str) -> Result<Rep
     sandbox::set_budget(&lua, Budget::new(script, &Limits::for_loading()));
     let run_fn = state.compiled(spec)?;
 
-    let base_memory = lua.used_memory();
-    lua.set_memory_limit(base_memory.saturating_add(limits.memory))
-        .map_err(|e| format!("{script}: cannot set the memory limit: {e}"))?;
+    Reservation::start(&lua, &call.memory, limits.memory)
+        .map_err(|e| format!("{}: {e}", spec.name))?;
     let budget = Budget::new(script, limits).yielding();
     let deadline_message = budget.deadline_message();
     sandbox::set_budget(&lua, budget);
@@ -145,10 +148,16 @@ async fn run_in(state: &mut PooledState, call: Call, script: &str) -> Result<Rep
                 return Err(spent);
             }
             if is_memory_error(&e) {
-                let message = format!(
-                    "memory limit of {} MiB exceeded in {script}",
-                    limits.memory >> 20
-                );
+                let message = match Reservation::starved(&lua) {
+                    Some(total) => format!(
+                        "the memory budget of all Lua calls in flight ({} MiB) was used up while {script} ran",
+                        total >> 20
+                    ),
+                    None => format!(
+                        "memory limit of {} MiB exceeded in {script}",
+                        limits.memory >> 20
+                    ),
+                };
                 sandbox::mark_spent(&lua, &message);
                 return Err(message);
             }
@@ -160,7 +169,6 @@ async fn run_in(state: &mut PooledState, call: Call, script: &str) -> Result<Rep
     if let Some(helper) = &call.helper {
         reply = helper_output(state, helper, reply, &call.request, limits).await?;
     }
-    let _ = lua.set_memory_limit(base_memory.saturating_add(limits.memory));
     Ok(reply)
 }
 
@@ -220,21 +228,32 @@ async fn helper_output(
 
 /// Applies a helper to a reply made without running a method (the request
 /// was refused before that), so that a C client still gets its NUL.
+pub(crate) struct Refusal<'a> {
+    pub generation: u64,
+    pub lib_dirs: &'a LibDirs,
+    pub limits: &'a Limits,
+    pub memory: &'a Arc<MemoryPool>,
+}
+
 pub(crate) async fn apply_helper(
     pool: &StatePool,
-    generation: u64,
-    lib_dirs: &LibDirs,
-    limits: &Limits,
+    refusal: Refusal<'_>,
     helper: &MethodSpec,
     reply: Reply,
     request: &serde_json::Value,
 ) -> Reply {
-    let mut state = match pool.take(generation, lib_dirs, limits) {
+    let limits = refusal.limits;
+    let mut state = match pool.take(refusal.generation, refusal.lib_dirs, limits) {
         Ok(s) => s,
         Err(_) => return reply,
     };
     let fallback = reply.clone();
-    match helper_output(&mut state, helper, reply, request, limits).await {
+    if Reservation::start(&state.lua, refusal.memory, limits.memory).is_err() {
+        return fallback;
+    }
+    let made = helper_output(&mut state, helper, reply, request, limits).await;
+    Reservation::end(&state.lua, limits.memory);
+    match made {
         Ok(out) => {
             if sandbox::limit_spent(&state.lua).is_none() {
                 pool.give_back(state);

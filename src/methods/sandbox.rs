@@ -223,6 +223,11 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
                 b.spent = Some(message.clone());
                 return Err(mlua::Error::RuntimeError(message));
             }
+            drop(b);
+            super::memory::Reservation::make_room(lua, 0);
+            let Some(mut b) = lua.app_data_mut::<Budget>() else {
+                return Ok(VmState::Continue);
+            };
             if b.can_yield && now.duration_since(b.last_yield) >= YIELD_AFTER {
                 b.last_yield = now;
                 return Ok(VmState::Yield);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::methods::Limits;
+use crate::vsphere::GuardOptions;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -22,6 +23,7 @@ pub struct Config {
     pub builtin_methods: Option<PathBuf>,
     pub limits: Limits,
     pub vsphere_timeout: Duration,
+    pub guards: GuardOptions,
     pub index_ttl: Duration,
     pub grace: Duration,
     pub request_timeout: Duration,
@@ -45,6 +47,7 @@ impl Default for Config {
             builtin_methods: None,
             limits: Limits::default(),
             vsphere_timeout: Duration::from_secs(30),
+            guards: GuardOptions::default(),
             index_ttl: Duration::from_secs(300),
             grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
@@ -105,10 +108,18 @@ impl Config {
             v.parse::<f64>()
                 .ok()
                 .filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| bad("expected a positive number of seconds"))
+                .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                .filter(|d| *d <= MAX_SECONDS)
+                .ok_or_else(|| bad("expected a positive number of seconds, at most a year"))
         };
         let number = |v: &str| v.parse::<u64>().map_err(|_| bad("expected a whole number"));
+        let mebibytes = |v: &str| -> Result<usize, String> {
+            number(v)?
+                .max(1)
+                .checked_mul(1 << 20)
+                .and_then(|b| usize::try_from(b).ok())
+                .ok_or_else(|| bad("too large"))
+        };
         let boolean = |v: &str| match v.to_ascii_lowercase().as_str() {
             "1" | "yes" | "true" | "on" => Ok(true),
             "0" | "no" | "false" | "off" => Ok(false),
@@ -147,9 +158,28 @@ impl Config {
                 number(value)?;
             }
             ("lua", "instructions") => self.limits.instructions = number(value)?.max(1),
-            ("lua", "memory-mb") => self.limits.memory = (number(value)?.max(1) as usize) << 20,
+            ("lua", "memory-mb") => self.limits.memory = mebibytes(value)?,
+            ("lua", "total-memory-mb") => self.limits.total_memory = mebibytes(value)?,
+            ("requests", "max-list-entries") => {
+                self.limits.max_list_entries =
+                    usize::try_from(number(value)?.max(1)).map_err(|_| bad("too large"))?
+            }
+            ("requests", "max-string-bytes") => {
+                self.limits.max_string_bytes =
+                    usize::try_from(number(value)?.max(1)).map_err(|_| bad("too large"))?
+            }
             ("lua", "timeout") => self.limits.timeout = seconds(value)?,
             ("vsphere", "timeout") => self.vsphere_timeout = seconds(value)?,
+            ("vsphere", "login-backoff") => self.guards.login_backoff = seconds(value)?,
+            ("vsphere", "login-backoff-max") => self.guards.login_backoff_max = seconds(value)?,
+            ("vsphere", "unreachable-after") => {
+                self.guards.breaker_threshold =
+                    u32::try_from(number(value)?.max(1)).map_err(|_| bad("too large"))?
+            }
+            ("vsphere", "unreachable-cooldown") => self.guards.breaker_cooldown = seconds(value)?,
+            ("vsphere", "unreachable-cooldown-max") => {
+                self.guards.breaker_cooldown_max = seconds(value)?
+            }
             ("daemon", "grace") => self.grace = seconds(value)?,
             ("log", "level") => {
                 tracing_subscriber::EnvFilter::try_new(value).map_err(|e| bad(&e.to_string()))?;
@@ -171,6 +201,10 @@ impl Config {
         Ok(None)
     }
 }
+
+/// The longest duration an option takes: anything longer is a typo, and
+/// would overflow the clocks it is added to.
+const MAX_SECONDS: Duration = Duration::from_secs(366 * 24 * 3600);
 
 fn endpoint(value: &str) -> Result<String, String> {
     let rest = value
@@ -219,6 +253,16 @@ mod tests {
             "{:?}",
             loaded.warnings
         );
+        for huge in [
+            "[lua]\ntimeout = 1e300\n",
+            "[lua]\nmemory-mb = 18446744073709551615\n",
+            "[vsphere]\nlogin-backoff = 99999999999\n",
+        ] {
+            let err = load(huge)
+                .err()
+                .expect("a huge value is refused, not a panic");
+            assert!(err.contains(" = "), "{err}");
+        }
         let err = load("[lua]\ntimeout = soon\n").err().expect("bad value");
         assert!(err.contains("[lua] timeout = \"soon\""), "{err}");
         let err = load("[proxy]\nfrontend = udp://x\n")
@@ -248,6 +292,10 @@ mod documented_defaults {
         assert_eq!(file.limits, defaults.limits);
         assert_eq!(file.index_ttl, defaults.index_ttl);
         assert_eq!(file.vsphere_timeout, defaults.vsphere_timeout);
+        assert_eq!(
+            format!("{:?}", file.guards),
+            format!("{:?}", defaults.guards)
+        );
         assert_eq!(file.grace, defaults.grace);
         assert_eq!(file.request_timeout, defaults.request_timeout);
         assert_eq!(file.heartbeat, defaults.heartbeat);

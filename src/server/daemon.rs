@@ -86,7 +86,8 @@ pub(crate) fn method_service(
     };
     let agents = Arc::new(
         RegistryAgents::open(&config.db, &config.key_file, config.vsphere_timeout)?
-            .with_options(options),
+            .with_options(options)
+            .with_guard_options(config.guards.clone()),
     );
     let host = MethodHost::new(dirs, config.limits.clone(), agents.clone());
     host.watch()?;

@@ -42,7 +42,7 @@ pub fn endpoint(port: u16) -> String {
     format!("tcp://127.0.0.1:{port}")
 }
 
-/// A registry with the simulator as agent `vcsim`.
+/// A registry of agents in a temporary directory.
 pub struct Registry {
     pub dir: tempfile::TempDir,
 }
@@ -63,6 +63,13 @@ impl Registry {
                 .status
                 .success()
         );
+        r.add_agent(sim_url, agent, password);
+        r
+    }
+
+    /// Registers one more agent at `sim_url`, logging in as `user`.
+    pub fn add_agent(&self, sim_url: &str, agent: &str, password: &str) {
+        let r = self;
         let out = Command::new(env!("CARGO_BIN_EXE_vpoller"))
             .args([
                 "agent",
@@ -86,8 +93,8 @@ impl Registry {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        r
     }
+
     pub fn db(&self) -> String {
         self.dir.path().join("agents.db").display().to_string()
     }
@@ -145,18 +152,26 @@ impl Drop for Service {
 }
 
 pub fn daemon(reg: &Registry) -> (Service, String, String) {
+    daemon_with(reg, &[])
+}
+
+/// A daemon with more arguments (`-f CONFIG`, `--methods-dir DIR`).
+pub fn daemon_with(reg: &Registry, extra: &[&str]) -> (Service, String, String) {
     let (front, mgmt) = (endpoint(free_port()), endpoint(free_port()));
-    let s = Service::start(&[
+    let (db, key) = (reg.db(), reg.key());
+    let mut args = vec![
         "daemon",
         "-d",
-        &reg.db(),
+        &db,
         "--key-file",
-        &reg.key(),
+        &key,
         "--frontend",
         &front,
         "--mgmt",
         &mgmt,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let s = Service::start(&args);
     wait_for_status(&mgmt, "daemon");
     (s, front, mgmt)
 }
@@ -206,5 +221,36 @@ pub fn wait_for_status(mgmt: &str, role: &str) -> Value {
             "{role} did not come up at {mgmt}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `vpoller client`: one request, one attempt; the reply as JSON.
+pub fn client(front: &str, args: &[&str], timeout_ms: u64) -> Value {
+    let timeout = timeout_ms.to_string();
+    let mut all = vec!["client", "-e", front, "-r", "1", "-t", &timeout];
+    all.extend_from_slice(args);
+    let out = vpoller(&all);
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+impl Service {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
     }
 }
