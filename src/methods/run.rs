@@ -91,20 +91,36 @@ pub(crate) async fn run(pool: &StatePool, call: Call) -> Reply {
         Err(e) => return Reply::error(format!("{}: cannot make a Lua state: {e}", spec.name)),
     };
     let per_call = call.limits.memory;
+    // A failed call still gets its helper: a C client reads up to a NUL.
+    let for_helper = call.helper.clone().map(|h| {
+        let context = (call.generation, call.lib_dirs.clone(), call.limits.clone());
+        (h, call.request.clone(), context, call.memory.clone())
+    });
     let outcome = run_in(&mut state, call, &script).await;
     Reservation::end(&state.lua, per_call);
     let reusable = outcome.is_ok() && sandbox::limit_spent(&state.lua).is_none();
-    let reply = match outcome {
-        Ok(reply) => reply,
-        Err(message) => {
-            tracing::warn!(method = %spec.name, "{message}");
-            Reply::error(message)
-        }
-    };
     if reusable {
         pool.give_back(state);
     }
-    reply
+    match outcome {
+        Ok(reply) => reply,
+        Err(message) => {
+            tracing::warn!(method = %spec.name, "{message}");
+            let error = Reply::error(message);
+            match for_helper {
+                Some((helper, request, (generation, lib_dirs, limits), memory)) => {
+                    let context = Refusal {
+                        generation,
+                        lib_dirs: &lib_dirs,
+                        limits: &limits,
+                        memory: &memory,
+                    };
+                    apply_helper(pool, context, &helper, error, &request).await
+                }
+                None => error,
+            }
+        }
+    }
 }
 
 async fn run_in(state: &mut PooledState, call: Call, script: &str) -> Result<Reply, String> {

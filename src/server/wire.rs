@@ -220,3 +220,55 @@ pub async fn request(endpoint: &str, body: &str, timeout: Duration, attempts: u3
     }
     json!({"success": 1, "msg": "Did not receive response, aborting..."}).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Quiet;
+
+    impl Management for Quiet {
+        fn status(&self) -> Value {
+            json!({"status": "running"})
+        }
+        fn reload(&self) -> Value {
+            json!({})
+        }
+        fn title(&self) -> &str {
+            "test"
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_management_frame_gets_an_envelope(frame in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let (reply, _) = management_reply(&frame, &Quiet);
+            prop_assert!(reply["success"] == 0 || reply["success"] == 1);
+            prop_assert!(reply["msg"].is_string());
+        }
+
+        #[test]
+        fn only_shutdown_stops(method in "[a-z]{0,10}") {
+            let frame = json!({"method": method}).to_string();
+            let (_, stops) = management_reply(frame.as_bytes(), &Quiet);
+            prop_assert_eq!(stops, method == "shutdown");
+        }
+    }
+
+    #[test]
+    fn envelopes_come_back_the_way_they_came() {
+        let from_req = vec![
+            Bytes::from_static(b"id"),
+            Bytes::new(),
+            Bytes::from_static(b"{}"),
+        ];
+        let (envelope, body) = Envelope::open(from_req.clone()).expect("opens");
+        assert_eq!(&body[..], b"{}");
+        assert_eq!(envelope.reply(body), from_req);
+        let from_dealer = vec![Bytes::from_static(b"id"), Bytes::from_static(b"{}")];
+        let (envelope, body) = Envelope::open(from_dealer.clone()).expect("opens");
+        assert_eq!(envelope.reply(body), from_dealer);
+        assert!(Envelope::open(Vec::new()).is_none());
+    }
+}

@@ -68,10 +68,16 @@ impl<'x> Element<'x> {
     }
 }
 
+/// How deep values may nest. vim25's deepest data objects nest about 15
+/// levels; past this a reply is broken or hostile, and decoding it by
+/// recursion would run out of stack.
+pub const MAX_DEPTH: usize = 96;
+
 /// A pull decoder over one XML document held in memory.
 pub struct Decoder<'x> {
     reader: NsReader<&'x [u8]>,
     schema: &'static Schema,
+    depth: usize,
 }
 
 impl<'x> Decoder<'x> {
@@ -81,6 +87,7 @@ impl<'x> Decoder<'x> {
         Decoder {
             reader,
             schema: Schema::vim25(),
+            depth: 0,
         }
     }
 
@@ -175,6 +182,18 @@ impl<'x> Decoder<'x> {
     /// Decodes an element's content as a value of the declared kind (its own
     /// `xsi:type`, when present, wins).
     pub fn decode(&mut self, element: &Element<'x>, declared: Kind<'_>) -> Result<Value> {
+        if self.depth >= MAX_DEPTH {
+            return Err(DecodeError(format!(
+                "values nest deeper than {MAX_DEPTH} levels"
+            )));
+        }
+        self.depth += 1;
+        let decoded = self.decode_kind(element, declared);
+        self.depth -= 1;
+        decoded
+    }
+
+    fn decode_kind(&mut self, element: &Element<'x>, declared: Kind<'_>) -> Result<Value> {
         let kind = match element.xsi_type.as_deref() {
             Some(t) => Kind::from_name(t),
             None => declared,
