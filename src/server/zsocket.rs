@@ -257,9 +257,12 @@ impl Pump {
         }
         let (readable, woken) = (items[0].is_readable(), items[1].is_readable());
         if woken {
-            self.shared.wake_pending.store(false, Ordering::Release);
+            // Drain first, then clear: a wake-up written after the clear
+            // stays in the pipe, so none is lost (the queue is looked at
+            // again before the next poll).
             let mut sink = [0u8; 64];
             while matches!((&self.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+            self.shared.wake_pending.store(false, Ordering::Release);
         }
         if !self.retry_undelivered() {
             return true;
