@@ -10,7 +10,11 @@ against baselines measured in the same run on the same simulator:
     patch), when port 443 is free for the simulator (vconnector connects
     to port 443 only).
 
-    bench/daemon.py [--vms 1000,10000] [--seconds 10] [--clients 8]
+    bench/daemon.py [--vms 1000,10000] [--seconds 10] [--clients 8] [--baseline BIN]
+
+With --baseline, vm.get is also measured with another vpoller binary (this
+project's previous behaviour, built from an earlier commit) on the same
+simulator and registry, before and after this one, and the ratio printed.
 
 Needs tests/pyclient/setup.sh's virtual environment (made here if missing).
 Targets (issue 6): vm.get at least 20x the original's throughput and within
@@ -239,7 +243,26 @@ def original_vpoller(tmp, vm_requests, seconds, clients):
         subprocess.run(["pkill", "-f", conf])
 
 
-def bench_size(vms, seconds, clients, tmp):
+def start_daemon(binary, db, key):
+    front, mg = free_port(), free_port()
+    daemon = subprocess.Popen([binary, "daemon", "-d", db, "--key-file", key, "--frontend", f"tcp://127.0.0.1:{front}",
+                               "--mgmt", f"tcp://127.0.0.1:{mg}", "--log-level", "error"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(front)
+    return daemon, f"tcp://127.0.0.1:{front}", f"tcp://127.0.0.1:{mg}"
+
+
+def vm_get_with(binary, db, key, reqs, seconds, clients):
+    daemon, endpoint, _ = start_daemon(binary, db, key)
+    try:
+        run_load(endpoint, reqs, 1, 2)
+        return run_load(endpoint, reqs, seconds, clients)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=30)
+
+
+def bench_size(vms, seconds, clients, tmp, baseline=None):
     per_pool = max(1, vms // 2)
     # The original reaches vCenter on port 443 only (vconnector's default).
     listen = "127.0.0.1:443" if port_free(443) else "127.0.0.1:0"
@@ -255,12 +278,7 @@ def bench_size(vms, seconds, clients, tmp):
     subprocess.run([VPOLLER, "agent", "init", "-d", db, "--key-file", key], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([VPOLLER, "agent", "add", "-d", db, "--key-file", key, "-H", "vcsim", "-U", "user", "--url", url,
                     "--cacert", cert], check=True, env=dict(os.environ, VPOLLER_PASSWORD="pass"), stdout=subprocess.DEVNULL)
-    front, mg = free_port(), free_port()
-    daemon = subprocess.Popen([VPOLLER, "daemon", "-d", db, "--key-file", key, "--frontend", f"tcp://127.0.0.1:{front}",
-                               "--mgmt", f"tcp://127.0.0.1:{mg}", "--log-level", "error"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(front)
-    endpoint, mgmt_ep = f"tcp://127.0.0.1:{front}", f"tcp://127.0.0.1:{mg}"
+    daemon, endpoint, mgmt_ep = start_daemon(VPOLLER, db, key)
     vm_names = [f"DC0_H0_VM{i}" for i in range(0, per_pool, max(1, per_pool // 50))]
     host_names = ["DC0_H0", "DC0_C0_H0", "DC0_C0_H1"]
     results = {}
@@ -277,6 +295,17 @@ def bench_size(vms, seconds, clients, tmp):
     daemon.send_signal(signal.SIGTERM)
     daemon.wait(timeout=30)
 
+    if baseline:
+        reqs = requests_for("vm.get", vm_names)
+        # Baseline, this build, baseline again: drift shows as a spread.
+        before = vm_get_with(baseline, db, key, reqs, seconds, clients)
+        ours = vm_get_with(VPOLLER, db, key, reqs, seconds, clients)
+        after = vm_get_with(baseline, db, key, reqs, seconds, clients)
+        base_rps = (before["rps"] + after["rps"]) / 2
+        print(f"baseline {os.path.basename(baseline)} vm.get {before['rps']:8.0f} / {after['rps']:8.0f} req/s "
+              f"(before / after), p99 {max(before['p99_ms'], after['p99_ms']):6.2f} ms")
+        print(f"this build vm.get {ours['rps']:8.0f} req/s, p99 {ours['p99_ms']:6.2f} ms: "
+              f"{ours['rps'] / base_rps:.2f}x the baseline")
     conn = https(sim_port, cert)
     soap(conn, None, '<Login xmlns="urn:vim25"><_this type="SessionManager">SessionManager</_this>'
                      '<userName>user</userName><password>pass</password></Login>')
@@ -306,6 +335,7 @@ def main():
     ap.add_argument("--vms", default="1000,10000")
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--baseline", help="another vpoller binary to compare vm.get with")
     args = ap.parse_args()
     subprocess.run(["bash", os.path.join(TOP, "tests/pyclient/setup.sh"), VENV], check=True)
     if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
@@ -314,7 +344,7 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=TOP, check=True)
     with tempfile.TemporaryDirectory() as tmp:
         for vms in [int(v) for v in args.vms.split(",")]:
-            bench_size(vms, args.seconds, args.clients, tmp)
+            bench_size(vms, args.seconds, args.clients, tmp, args.baseline and os.path.abspath(args.baseline))
 
 
 if __name__ == "__main__":
