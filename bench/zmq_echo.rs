@@ -44,7 +44,10 @@ fn main() -> std::process::ExitCode {
         eprintln!("usage: zmq_echo libzmq|zeromq ENDPOINT");
         return std::process::ExitCode::FAILURE;
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
