@@ -5,6 +5,8 @@
 //! API, [`vsphere`], which owns sessions, views, property collection, and the
 //! SOAP wire.
 
+#![forbid(unsafe_code)]
+
 pub mod agents;
 pub mod cli;
 pub mod methods;

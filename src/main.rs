@@ -1,3 +1,5 @@
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;

@@ -54,15 +54,7 @@ impl SecretKey {
                 format!("cannot read key file {}: {e}", path.display())
             }
         })?;
-        let hex = text.trim();
-        let bytes: Option<Vec<u8>> = (hex.len() == 64)
-            .then(|| {
-                (0..32)
-                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-                    .collect()
-            })
-            .flatten();
-        let Some(bytes) = bytes else {
+        let Some(bytes) = crate::vsphere::tls::decode_hex::<32>(text.trim()) else {
             return Err(format!(
                 "key file {} is not a vpoller key (64 hex digits)",
                 path.display()
@@ -150,5 +142,16 @@ mod tests {
             .err()
             .expect("refused");
         assert!(err.contains("not a vpoller key"), "{err}");
+        for text in [
+            "é".repeat(32),
+            "ü".repeat(64),
+            format!("{}é", "a".repeat(63)),
+        ] {
+            std::fs::write(dir.path().join("odd"), &text).expect("write");
+            let err = SecretKey::load(&dir.path().join("odd"))
+                .err()
+                .expect("refused");
+            assert!(err.contains("not a vpoller key"), "{err}");
+        }
     }
 }

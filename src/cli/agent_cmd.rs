@@ -3,7 +3,6 @@
 use clap::{Args, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::secret::{PASSWORD_ENV, read_password};
 use super::target::TlsArgs;
@@ -275,15 +274,10 @@ pub async fn run(command: AgentCommand) -> Result<bool, String> {
             let store = Store::open(&registry.db, Some(&registry.key_file))?;
             let record = store.get(&host.host)?;
             let password = store.password(&host.host)?;
-            if !(timeout.is_finite() && timeout > 0.0) {
-                return Err(format!(
-                    "--timeout {timeout} must be a positive number of seconds"
-                ));
-            }
             let endpoint = Endpoint {
                 url: record.sdk_url(),
                 tls: record.tls.clone(),
-                deadline: Duration::from_secs_f64(timeout),
+                deadline: super::positive_seconds("--timeout", timeout)?,
             };
             let credentials = Credentials {
                 user: record.username.clone(),

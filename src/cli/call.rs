@@ -1,11 +1,12 @@
 //! `vpoller call`: one method straight against vSphere, no daemon.
 
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::Arc;
 
 use super::agent_cmd::RegistryArgs;
 use super::method_args::MethodArgs;
+use super::request::{Guest, RequestArgs};
 use super::target::ConnectArgs;
 use crate::agents::{DirectAgent, RegistryAgents};
 use crate::methods::{Agents, MethodHost};
@@ -43,60 +44,20 @@ pub struct CallArgs {
     #[command(flatten)]
     pub connect: ConnectArgs,
 
-    /// Object name (for datastores, the datastore URL)
-    #[arg(long, short = 'n')]
-    pub name: Option<String>,
-
-    /// Comma-separated property paths
-    #[arg(long, short = 'p', value_delimiter = ',')]
-    pub properties: Option<Vec<String>>,
-
-    /// Key, e.g. a guest disk path for vm.disk.get
-    #[arg(long, short = 'k')]
-    pub key: Option<String>,
-
-    /// Performance counter name, group.name.unit.rollup
-    #[arg(long, short = 'c')]
-    pub counter: Option<String>,
-
-    /// Performance counter instance
-    #[arg(long, short = 'i')]
-    pub instance: Option<String>,
-
-    /// Number of performance samples
-    #[arg(long, short = 's')]
-    pub max_sample: Option<String>,
-
-    /// Historical performance interval name, e.g. "Past day"
-    #[arg(long, short = 'T')]
-    pub perf_interval: Option<String>,
-
-    /// Output helper, e.g. vpoller.helpers.zabbix
-    #[arg(long, short = 'H')]
-    pub helper: Option<String>,
+    #[command(flatten)]
+    pub fields: RequestArgs,
 
     #[command(flatten)]
     pub methods: MethodArgs,
 }
 
 impl CallArgs {
-    /// The request as vpoller-client builds it: all twelve keys, null where
-    /// not given.
     pub fn request(&self, hostname: &str) -> Value {
-        json!({
-            "method": self.method,
-            "hostname": hostname,
-            "name": self.name,
-            "username": null,
-            "password": null,
-            "key": self.key,
-            "properties": self.properties,
-            "counter-name": self.counter,
-            "instance": self.instance,
-            "max-sample": self.max_sample,
-            "perf-interval": self.perf_interval,
-            "helper": self.helper,
-        })
+        let guest = Guest {
+            username: None,
+            password: None,
+        };
+        self.fields.request(&self.method, hostname, guest)
     }
 }
 

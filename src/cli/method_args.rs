@@ -3,7 +3,6 @@
 
 use clap::Args;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use crate::methods::{Limits, MethodDirs};
 
@@ -37,24 +36,10 @@ pub struct MethodArgs {
 
 impl MethodArgs {
     pub fn dirs(&self) -> MethodDirs {
-        let admin = if self.methods_dirs.is_empty() && Path::new(DEFAULT_ADMIN_DIR).is_dir() {
-            vec![PathBuf::from(DEFAULT_ADMIN_DIR)]
-        } else {
-            self.methods_dirs.clone()
-        };
-        MethodDirs {
-            builtin: self.builtin_methods.clone().or_else(builtin_dir),
-            admin,
-        }
+        method_dirs(self.builtin_methods.clone(), &self.methods_dirs)
     }
 
     pub fn limits(&self) -> Result<Limits, String> {
-        if !(self.lua_timeout.is_finite() && self.lua_timeout > 0.0) {
-            return Err(format!(
-                "--lua-timeout {} must be positive",
-                self.lua_timeout
-            ));
-        }
         if self.lua_memory_mb == 0 || self.lua_instructions == 0 {
             return Err("--lua-memory-mb and --lua-instructions must be positive".into());
         }
@@ -62,8 +47,7 @@ impl MethodArgs {
             .lua_memory_mb
             .checked_mul(1 << 20)
             .ok_or_else(|| format!("--lua-memory-mb {} is too large", self.lua_memory_mb))?;
-        let timeout = Duration::try_from_secs_f64(self.lua_timeout)
-            .map_err(|_| format!("--lua-timeout {} is too large", self.lua_timeout))?;
+        let timeout = super::positive_seconds("--lua-timeout", self.lua_timeout)?;
         // One call at a time here: the whole budget is the call's.
         Ok(Limits {
             instructions: self.lua_instructions,
@@ -72,6 +56,21 @@ impl MethodArgs {
             total_memory: memory,
             ..Limits::default()
         })
+    }
+}
+
+/// The method directories every command uses: the given built-in
+/// directory or the one found by [`builtin_dir`], and the given admin
+/// directories or, when none is given, /etc/vpoller/methods.d if it exists.
+pub fn method_dirs(builtin: Option<PathBuf>, admin: &[PathBuf]) -> MethodDirs {
+    let admin = if admin.is_empty() && Path::new(DEFAULT_ADMIN_DIR).is_dir() {
+        vec![PathBuf::from(DEFAULT_ADMIN_DIR)]
+    } else {
+        admin.to_vec()
+    };
+    MethodDirs {
+        builtin: builtin.or_else(builtin_dir),
+        admin,
     }
 }
 

@@ -5,6 +5,7 @@ pub mod call;
 pub mod collect;
 pub mod method_args;
 pub mod methods_cmd;
+pub mod request;
 pub mod secret;
 pub mod service_cmd;
 pub mod target;
@@ -67,4 +68,16 @@ pub async fn run(cli: Cli) -> Result<bool, String> {
         Command::Proxy(args) => service_cmd::service(service_cmd::Role::Proxy, &args).await,
         Command::Worker(args) => service_cmd::service(service_cmd::Role::Worker, &args).await,
     }
+}
+
+/// A `--timeout`-style flag in seconds: positive, finite, and at most a
+/// year, so that adding it to a clock cannot overflow.
+pub fn positive_seconds(flag: &str, value: f64) -> Result<std::time::Duration, String> {
+    const YEAR: f64 = 366.0 * 24.0 * 3600.0;
+    if !(value.is_finite() && value > 0.0 && value <= YEAR) {
+        return Err(format!(
+            "{flag} {value} must be a positive number of seconds, at most a year"
+        ));
+    }
+    std::time::Duration::try_from_secs_f64(value).map_err(|e| format!("{flag} {value}: {e}"))
 }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::method_args::builtin_dir;
+use super::request::{Guest, RequestArgs};
 use crate::methods::MethodDirs;
 use crate::server::config::Config;
 use crate::server::wire;
@@ -146,10 +146,7 @@ pub async fn service(role: Role, args: &DaemonArgs) -> Result<bool, String> {
 }
 
 pub fn method_dirs(config: &Config) -> MethodDirs {
-    MethodDirs {
-        builtin: config.builtin_methods.clone().or_else(builtin_dir),
-        admin: config.methods_dirs.clone(),
-    }
+    super::method_args::method_dirs(config.builtin_methods.clone(), &config.methods_dirs)
 }
 
 /// status/stop over the management socket; prints the reply.
@@ -178,12 +175,6 @@ pub struct ClientArgs {
     /// vSphere host (agent) to call
     #[arg(short = 'V', long = "vsphere-host")]
     pub vsphere_host: String,
-    /// Object name
-    #[arg(short = 'n', long = "name")]
-    pub name: Option<String>,
-    /// Comma-separated properties
-    #[arg(short = 'p', long = "properties")]
-    pub properties: Option<String>,
     /// Number of attempts
     #[arg(short = 'r', long = "retries", default_value_t = 3)]
     pub retries: u32,
@@ -197,50 +188,23 @@ pub struct ClientArgs {
         default_value = "tcp://localhost:10123"
     )]
     pub endpoint: String,
-    /// Key, e.g. a guest disk path
-    #[arg(short = 'k', long = "key")]
-    pub key: Option<String>,
-    /// Performance counter name
-    #[arg(short = 'c', long = "counter")]
-    pub counter: Option<String>,
-    /// Number of performance samples
-    #[arg(short = 's', long = "max-sample")]
-    pub max_sample: Option<String>,
-    /// Performance counter instance
-    #[arg(short = 'i', long = "instance")]
-    pub instance: Option<String>,
-    /// Historical performance interval name
-    #[arg(short = 'T', long = "perf-interval")]
-    pub perf_interval: Option<String>,
     /// Guest OS user name (vm.process.get)
     #[arg(short = 'U', long = "guest-username")]
     pub guest_username: Option<String>,
     /// Guest OS password (vm.process.get; it shows in the process list, as with vpoller-client)
     #[arg(short = 'P', long = "guest-password")]
     pub guest_password: Option<String>,
-    /// Output helper
-    #[arg(short = 'H', long = "helper")]
-    pub helper: Option<String>,
+    #[command(flatten)]
+    pub fields: RequestArgs,
 }
 
 impl ClientArgs {
-    /// The request vpoller-client builds: all twelve keys, null where unset,
-    /// properties split on commas.
     pub fn request(&self) -> Value {
-        json!({
-            "method": self.method,
-            "hostname": self.vsphere_host,
-            "name": self.name,
-            "username": self.guest_username,
-            "password": self.guest_password,
-            "key": self.key,
-            "properties": self.properties.as_ref().map(|p| p.split(',').collect::<Vec<_>>()),
-            "counter-name": self.counter,
-            "instance": self.instance,
-            "max-sample": self.max_sample,
-            "perf-interval": self.perf_interval,
-            "helper": self.helper,
-        })
+        let guest = Guest {
+            username: self.guest_username.as_deref(),
+            password: self.guest_password.as_deref(),
+        };
+        self.fields.request(&self.method, &self.vsphere_host, guest)
     }
 }
 

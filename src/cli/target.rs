@@ -51,13 +51,7 @@ pub struct ConnectArgs {
 impl ConnectArgs {
     /// The deadline of each vSphere call.
     pub fn deadline(&self) -> Result<Duration, String> {
-        if !(self.timeout.is_finite() && self.timeout > 0.0) {
-            return Err(format!(
-                "--timeout {} must be a positive number of seconds",
-                self.timeout
-            ));
-        }
-        Ok(Duration::from_secs_f64(self.timeout))
+        super::positive_seconds("--timeout", self.timeout)
     }
 
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {

@@ -46,17 +46,28 @@ impl TlsMode {
 /// optional), or says what is wrong with it.
 pub fn parse_thumbprint(text: &str) -> Result<[u8; 32], String> {
     let hex: String = text.chars().filter(|c| *c != ':').collect();
-    if hex.len() != 64 {
+    if hex.chars().count() != 64 {
         return Err(format!(
             "thumbprint {text:?} is not a SHA-256 thumbprint (64 hex digits, colons optional)"
         ));
     }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|_| format!("thumbprint {text:?} has a character that is not hex"))?;
+    decode_hex::<32>(&hex)
+        .ok_or_else(|| format!("thumbprint {text:?} has a character that is not hex"))
+}
+
+/// Exactly `N` bytes written as `2N` hex digits, or `None`. Works on bytes,
+/// so any text a user types is safe to give it.
+pub fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let digits = text.as_bytes();
+    if digits.len() != 2 * N {
+        return None;
     }
-    Ok(out)
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Some(out)
 }
 
 pub fn format_thumbprint(digest: &[u8]) -> String {
@@ -239,6 +250,23 @@ impl ServerCertVerifier for Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_typed_thumbprint_is_an_answer_not_a_panic() {
+        for text in [
+            "",
+            "é".repeat(64).as_str(),
+            &"ü".repeat(32),
+            &format!("{}é", "A".repeat(63)),
+            &"9".repeat(10_000),
+        ] {
+            assert!(parse_thumbprint(text).is_err(), "{text:?}");
+        }
+        assert!(parse_thumbprint(&"ab".repeat(32)).is_ok());
+        assert_eq!(decode_hex::<2>("0aFf"), Some([0x0a, 0xff]));
+        assert_eq!(decode_hex::<2>("0aF"), None);
+        assert_eq!(decode_hex::<1>("é"), None);
+    }
 
     #[test]
     fn thumbprints_parse_with_or_without_colons() {
