@@ -101,6 +101,10 @@ pub(crate) trait PageSource {
     fn host(&self) -> &str;
     /// Calls a collector method and returns its reply, faults already raised.
     async fn call(&self, method: &str, collector: &MoRef, args: &Value) -> Result<Reply>;
+    /// How many logins the session has seen, to say which one was lost.
+    fn generation(&self) -> u64;
+    /// Logs in again unless another caller did since `seen`.
+    async fn relogin(&self, seen: u64) -> Result<()>;
 }
 
 impl PageSource for Session {
@@ -108,9 +112,17 @@ impl PageSource for Session {
         Session::host(self)
     }
 
+    fn generation(&self) -> u64 {
+        Session::generation(self)
+    }
+
+    async fn relogin(&self, seen: u64) -> Result<()> {
+        Session::relogin(self, seen).await
+    }
+
     async fn call(&self, method: &str, collector: &MoRef, args: &Value) -> Result<Reply> {
         let host = self.host().to_string();
-        self.invoke_with(method, collector, args, |reply| {
+        let parse = |reply: &Reply| {
             let mut decoder = Decoder::new(&reply.body);
             match open_body(&mut decoder) {
                 Ok(Ok(())) => Ok(Reply {
@@ -123,8 +135,52 @@ impl PageSource for Session {
                 }),
                 Err(e) => Err(decode_error(&host, method, e)),
             }
-        })
-        .await
+        };
+        // The first page may be asked for again after a new login; a page
+        // token cannot, and its loss is handled by `retrieve_resuming`.
+        if method == "RetrievePropertiesEx" {
+            self.invoke_with(method, collector, args, parse).await
+        } else {
+            self.invoke_once_with(method, collector, args, parse).await
+        }
+    }
+}
+
+/// Runs a retrieval; if the session is lost on the way (between pages, the
+/// token dies with it), logs in again and runs it once more from the start,
+/// handing over only the objects not handed over before: the caller never
+/// sees an object twice.
+pub(crate) async fn retrieve_resuming(
+    source: &impl PageSource,
+    collector: &MoRef,
+    filter: &Value,
+    page_size: u32,
+    on_object: &mut (dyn FnMut(ObjectContent) -> ControlFlow<()> + Send),
+) -> Result<usize> {
+    let generation = source.generation();
+    let mut handed_over = std::collections::HashSet::new();
+    let first = {
+        let mut note = |o: ObjectContent| {
+            handed_over.insert(o.obj.clone());
+            on_object(o)
+        };
+        drive_pages(source, collector, filter, page_size, &mut note).await
+    };
+    match first {
+        Err(e) if e.is_not_authenticated() => {
+            tracing::info!(host = %source.host(), handed_over = handed_over.len(), "vSphere session lost during a retrieval; logging in and retrieving the rest");
+            source.relogin(generation).await?;
+            let mut rest = |o: ObjectContent| {
+                if handed_over.contains(&o.obj) {
+                    ControlFlow::Continue(())
+                } else {
+                    on_object(o)
+                }
+            };
+            let again = drive_pages(source, collector, filter, page_size, &mut rest).await?;
+            Ok(again.max(handed_over.len()))
+        }
+        other => other,
     }
 }
 
@@ -338,16 +394,7 @@ impl Session {
         mut on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
     ) -> Result<usize> {
         let collector = self.manager("propertyCollector")?;
-        let generation = self.generation();
-        match drive_pages(self, &collector, filter, page_size, &mut on_object).await {
-            // A session lost between pages cannot be resumed (the token died
-            // with it), but one lost before anything was handed over can.
-            Err(e) if e.is_not_authenticated() => {
-                self.relogin(generation).await?;
-                drive_pages(self, &collector, filter, page_size, &mut on_object).await
-            }
-            other => other,
-        }
+        retrieve_resuming(self, &collector, filter, page_size, &mut on_object).await
     }
 
     /// Every object of a retrieval, collected into a list.
@@ -465,6 +512,16 @@ mod tests {
         fn host(&self) -> &str {
             "recorded"
         }
+        fn generation(&self) -> u64 {
+            0
+        }
+        async fn relogin(&self, _: u64) -> Result<()> {
+            self.calls
+                .lock()
+                .expect("lock")
+                .push(("Login".to_string(), Value::Null));
+            Ok(())
+        }
         async fn call(&self, method: &str, _: &MoRef, args: &Value) -> Result<Reply> {
             self.calls
                 .lock()
@@ -522,6 +579,37 @@ mod tests {
         assert_eq!(calls[0].1["options"]["maxObjects"], 2);
         assert_eq!(calls[1].1["token"], "page-token-1");
         assert_eq!(calls[2].1["token"], "page-token-2");
+    }
+
+    #[tokio::test]
+    async fn a_session_lost_on_page_two_hands_over_no_object_twice() {
+        let lost = include_str!("../../tests/data/soap/fault-not-authenticated.xml");
+        let source = Recorded::new(&[PAGE_1, lost, PAGE_1, PAGE_2, PAGE_3]);
+        let mut names = Vec::new();
+        let n = retrieve_resuming(&source, &collector(), &json!({}), 2, &mut |o| {
+            names.push(o.props["name"].as_str().unwrap_or_default().to_string());
+            ControlFlow::Continue(())
+        })
+        .await
+        .expect("retried cleanly");
+        assert_eq!(n, 5);
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(names.len(), unique.len(), "no duplicates: {names:?}");
+        assert_eq!(names.len(), 5, "{names:?}");
+        let methods: Vec<String> = source.calls().into_iter().map(|c| c.0).collect();
+        assert_eq!(
+            methods,
+            [
+                "RetrievePropertiesEx",
+                "ContinueRetrievePropertiesEx",
+                "Login",
+                "RetrievePropertiesEx",
+                "ContinueRetrievePropertiesEx",
+                "ContinueRetrievePropertiesEx"
+            ]
+        );
     }
 
     #[tokio::test]

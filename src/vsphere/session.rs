@@ -290,13 +290,37 @@ impl Session {
         method: &str,
         this: &MoRef,
         args: &Value,
+        parse: impl FnMut(&Reply) -> Result<T>,
+    ) -> Result<T> {
+        self.invoke_parsed(method, this, args, parse, true).await
+    }
+
+    /// As [`invoke_with`](Self::invoke_with), but a lost session is the
+    /// caller's to handle: for calls that cannot simply be repeated after a
+    /// new login (a page token dies with its session).
+    pub async fn invoke_once_with<T>(
+        &self,
+        method: &str,
+        this: &MoRef,
+        args: &Value,
+        parse: impl FnMut(&Reply) -> Result<T>,
+    ) -> Result<T> {
+        self.invoke_parsed(method, this, args, parse, false).await
+    }
+
+    async fn invoke_parsed<T>(
+        &self,
+        method: &str,
+        this: &MoRef,
+        args: &Value,
         mut parse: impl FnMut(&Reply) -> Result<T>,
+        relogin: bool,
     ) -> Result<T> {
         let body = encode::request_body(method, this, args).map_err(|message| Error::Encode {
             method: method.to_string(),
             message,
         })?;
-        let mut relogged = false;
+        let mut relogged = !relogin;
         loop {
             let (cookie, generation) = self.current();
             let reply = self.post(method, &body, cookie.as_deref()).await?;
