@@ -8,10 +8,16 @@ return {
     local manager = ctx:content().sessionManager
     local ok, rows = pcall(ctx.get, ctx, manager, { "sessionList" })
     if not ok then
-      if tostring(rows):find("NoPermission", 1, true) then
+      if rows.kind == "no_permission" then
         return nil, "No permissions to view established sessions"
       end
       error(rows, 0)
+    end
+    -- vCenter answers a user without Sessions.TerminateSession with the
+    -- property missing, not with a fault.
+    local missing = rows[1] and rows[1]._missing and rows[1]._missing.sessionList
+    if missing and missing.kind == "no_permission" then
+      return nil, "No permissions to view established sessions"
     end
     local out = {}
     for _, s in ipairs(rows[1].sessionList or {}) do

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::OnceCell;
 
-use crate::methods::Agents;
+use super::Agents;
 use crate::vsphere::{Credentials, Endpoint, Session, SessionOptions};
 
 /// A single agent, logged in on first use and shared by every request.
@@ -49,7 +49,7 @@ impl Agents for DirectAgent {
     fn session<'a>(
         &'a self,
         _hostname: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Session, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Session, crate::vsphere::Error>> + Send + 'a>> {
         Box::pin(async move {
             self.session
                 .get_or_try_init(|| async {
@@ -59,7 +59,6 @@ impl Agents for DirectAgent {
                         self.options.clone(),
                     )
                     .await
-                    .map_err(|e| e.to_string())
                 })
                 .await
                 .cloned()

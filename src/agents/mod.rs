@@ -4,6 +4,11 @@
 //! [`registry::RegistryAgents`] serves it to the method host, and
 //! [`DirectAgent`] is one host given on the command line.
 
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::vsphere::{Error, Session};
+
 mod direct;
 pub mod registry;
 pub mod secret_key;
@@ -12,3 +17,20 @@ pub mod store;
 pub use direct::DirectAgent;
 pub use registry::RegistryAgents;
 pub use store::{AgentChanges, AgentRecord, Store};
+
+/// Where the registry and its key live unless told otherwise.
+pub const DEFAULT_DB: &str = "/var/lib/vpoller/agents.db";
+pub const DEFAULT_KEY_FILE: &str = "/etc/vpoller/agents.key";
+
+/// Resolves a request's `hostname` to a vSphere session.
+pub trait Agents: Send + Sync + 'static {
+    /// Whether `hostname` names an agent that may be used (the registry's
+    /// answer, without logging in).
+    fn check(&self, hostname: &str) -> Result<(), String>;
+
+    /// The shared session for `hostname`, logging in if needed.
+    fn session<'a>(
+        &'a self,
+        hostname: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<Session, Error>> + Send + 'a>>;
+}

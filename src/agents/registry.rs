@@ -11,6 +11,7 @@
 //! failed first login, so the memory cannot live in a session), and new
 //! login details start with fresh guards.
 
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::Path;
@@ -19,23 +20,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
 
+use super::Agents;
 use super::store::{AgentRecord, Store};
-use crate::methods::Agents;
 use crate::vsphere::{
     Credentials, Endpoint, GuardOptions, Guards, Password, Session, SessionOptions,
 };
 
-/// What a session was made from; a change means a new session.
+/// What a session was made from; a change means a new session. The
+/// password is compared by its digest: it is kept only where it is used.
 #[derive(Clone, PartialEq)]
 struct LoginDetails {
     url: String,
     username: String,
-    password: String,
+    password_digest: [u8; 32],
     tls: crate::vsphere::TlsMode,
 }
 
 struct Slot {
     details: LoginDetails,
+    password: Password,
     session: OnceCell<Session>,
     guards: Arc<Guards>,
 }
@@ -147,24 +150,25 @@ impl RegistryAgents {
         }
     }
 
-    fn new_slot(&self, details: LoginDetails) -> Arc<Slot> {
+    fn new_slot(&self, details: LoginDetails, password: Password) -> Arc<Slot> {
         Arc::new(Slot {
             details,
+            password,
             session: OnceCell::new(),
             guards: Arc::new(Guards::new(self.guard_options.clone())),
         })
     }
 
-    fn slot(&self, hostname: &str, details: LoginDetails) -> Arc<Slot> {
+    fn slot(&self, hostname: &str, details: LoginDetails, password: Password) -> Arc<Slot> {
         let Ok(mut slots) = self.slots.lock() else {
-            return self.new_slot(details);
+            return self.new_slot(details, password);
         };
         if let Some(slot) = slots.get(hostname)
             && slot.details == details
         {
             return slot.clone();
         }
-        let fresh = self.new_slot(details);
+        let fresh = self.new_slot(details, password);
         if let Some(old) = slots.insert(hostname.to_string(), fresh.clone())
             && let Some(session) = old.session.get().cloned()
         {
@@ -191,16 +195,18 @@ impl Agents for RegistryAgents {
     fn session<'a>(
         &'a self,
         hostname: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Session, String>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Session, crate::vsphere::Error>> + Send + 'a>> {
         Box::pin(async move {
-            let (record, password) = self.lookup_known(hostname)?;
+            let (record, password) = self
+                .lookup_known(hostname)
+                .map_err(crate::vsphere::Error::Config)?;
             let details = LoginDetails {
                 url: record.sdk_url(),
                 username: record.username.clone(),
-                password: password.expose().to_string(),
+                password_digest: Sha256::digest(password.expose().as_bytes()).into(),
                 tls: record.tls.clone(),
             };
-            let slot = self.slot(hostname, details);
+            let slot = self.slot(hostname, details, password);
             let result = slot
                 .session
                 .get_or_try_init(|| async {
@@ -211,7 +217,7 @@ impl Agents for RegistryAgents {
                     };
                     let credentials = Credentials {
                         user: slot.details.username.clone(),
-                        password: Password::new(slot.details.password.clone()),
+                        password: slot.password.clone(),
                     };
                     let outcome = Session::connect_guarded(
                         &endpoint,
@@ -219,12 +225,9 @@ impl Agents for RegistryAgents {
                         self.options.clone(),
                         slot.guards.clone(),
                     )
-                    .await
-                    .map_err(|e| e.to_string());
-                    self.record_login(
-                        hostname,
-                        outcome.as_ref().map(|_| ()).map_err(String::as_str),
-                    );
+                    .await;
+                    let recorded = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
+                    self.record_login(hostname, recorded.as_ref().copied().map_err(String::as_str));
                     outcome
                 })
                 .await;

@@ -6,11 +6,8 @@ use std::path::PathBuf;
 
 use super::secret::{PASSWORD_ENV, read_password};
 use super::target::TlsArgs;
-use crate::agents::{AgentChanges, AgentRecord, Store};
+use crate::agents::{AgentChanges, AgentRecord, DEFAULT_DB, DEFAULT_KEY_FILE, Store};
 use crate::vsphere::{Credentials, Endpoint, Password, Session, SessionOptions};
-
-pub const DEFAULT_DB: &str = "/var/lib/vpoller/agents.db";
-pub const DEFAULT_KEY_FILE: &str = "/etc/vpoller/agents.key";
 
 /// Where the registry and its key are.
 #[derive(Debug, Clone, Args)]

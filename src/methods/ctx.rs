@@ -8,24 +8,85 @@ use mlua::{UserData, UserDataMethods, Value};
 use serde_json::Value as Json;
 use std::future::Future;
 use std::ops::ControlFlow;
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use super::convert::{from_lua, to_lua};
-use crate::vsphere::{MoRef, Session};
+use crate::agents::Agents;
+use crate::vsphere::{Error, MoRef, Session};
 
-/// Resolves the request's `hostname` to a vSphere session.
-pub trait Agents: Send + Sync + 'static {
-    /// Whether `hostname` names an agent that may be used (the registry's
-    /// answer, without logging in).
-    fn check(&self, hostname: &str) -> Result<(), String>;
+/// A failed core call, as it travels through Lua to the wrapper that turns
+/// it into the error value scripts see (see [`describe_failure`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CtxFailure {
+    pub kind: &'static str,
+    pub message: String,
+    pub fault: Option<String>,
+    pub host: Option<String>,
+}
 
-    /// The shared session for `hostname`, logging in if needed.
-    fn session<'a>(
-        &'a self,
-        hostname: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Session, String>> + Send + 'a>>;
+impl CtxFailure {
+    fn from_core(e: &Error) -> CtxFailure {
+        let host = match e {
+            Error::Fault { host, .. }
+            | Error::LoginFailed { host, .. }
+            | Error::Timeout { host, .. }
+            | Error::Transport { host, .. }
+            | Error::Unavailable { host, .. }
+            | Error::Tls { host, .. }
+            | Error::Http { host, .. }
+            | Error::Decode { host, .. }
+            | Error::InvalidProperty { host, .. } => Some(host.clone()),
+            Error::Encode { .. } | Error::Config(_) => None,
+        };
+        CtxFailure {
+            kind: e.kind().as_str(),
+            message: e.to_string(),
+            fault: e.fault_name().map(str::to_string),
+            host,
+        }
+    }
+}
+
+fn failed(e: Error) -> mlua::Error {
+    mlua::Error::external(CtxFailure::from_core(&e))
+}
+
+/// The error value of a failed `ctx` call, without its place and agent
+/// (the sandbox's wrapper adds those): `kind`, `reason`, and `fault` and
+/// `host` where known. An error that did not come from the core is a
+/// script's mistake in its arguments, or a spent memory share.
+pub(crate) fn describe_failure(lua: &mlua::Lua, error: Value) -> mlua::Result<mlua::Table> {
+    let out = lua.create_table()?;
+    let (kind, reason) = match &error {
+        Value::Error(e) => match e.downcast_ref::<CtxFailure>() {
+            Some(f) => {
+                out.set("fault", f.fault.clone())?;
+                out.set("host", f.host.clone())?;
+                (f.kind, f.message.clone())
+            }
+            None if is_memory(e) => ("limit", super::error_text(e)),
+            None => ("invalid_argument", super::error_text(e)),
+        },
+        other => ("invalid_argument", other.to_string().unwrap_or_default()),
+    };
+    let reason = reason
+        .strip_prefix("runtime error: ")
+        .unwrap_or(&reason)
+        .to_string();
+    out.set("kind", kind)?;
+    out.set("reason", reason)?;
+    Ok(out)
+}
+
+fn is_memory(e: &mlua::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<mlua::Error>(),
+            Some(mlua::Error::MemoryError(_))
+        )
+    }) || matches!(e, mlua::Error::MemoryError(_))
 }
 
 /// One request's view of vSphere.
@@ -49,7 +110,7 @@ impl Ctx {
             .get_or_try_init(|| self.agents.session(&self.agent))
             .await
             .cloned()
-            .map_err(mlua::Error::RuntimeError)
+            .map_err(failed)
     }
 
     /// Makes a core call with the request's session, polled right here:
@@ -59,9 +120,7 @@ impl Ctx {
         F: Future<Output = Result<T, crate::vsphere::Error>>,
     {
         let session = self.session().await?;
-        call(session)
-            .await
-            .map_err(|e| mlua::Error::RuntimeError(e.to_string()))
+        call(session).await.map_err(failed)
     }
 }
 

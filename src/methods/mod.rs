@@ -24,8 +24,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+pub use crate::agents::Agents;
 pub use catalog::{Catalog, MethodDirs, MethodSpec};
-pub use ctx::Agents;
 pub use limits::Limits;
 pub use reply::Reply;
 

@@ -137,7 +137,14 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
     let wrappers: Function = lua
         .load(
             r#"
-            local raw_pcall, raw_xpcall, raw_getmetatable, spent, error, type, tostring, setmetatable, pack, unpack = ...
+            local raw_pcall, raw_xpcall, raw_getmetatable, spent, error, type, tostring, setmetatable, pack, unpack, describe = ...
+            -- A failed ctx call raises a table: kind, message, reason, agent,
+            -- and fault and host where known. It prints as its message.
+            local failure_meta = {
+              __tostring = function(e) return e.message end,
+              __concat = function(a, b) return tostring(a) .. tostring(b) end,
+              __metatable = false,
+            }
             local function check(...)
               local s = spent()
               if s then error(s, 0) end
@@ -157,7 +164,16 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
                   if type(v) ~= "function" then return v end
                   local f = function(_, ...)
                     local r = pack(raw_pcall(v, ud, ...))
-                    if not r[1] then error(clean(r[2]), 2) end
+                    if not r[1] then
+                      local s = spent()
+                      if s then error(s, 0) end
+                      -- error("", 3) from here names the script's line.
+                      local _, where = raw_pcall(error, "", 3)
+                      local e = describe(r[2])
+                      e.agent = ud.agent
+                      e.message = (where or "") .. clean(e.reason)
+                      error(setmetatable(e, failure_meta), 0)
+                    end
                     return unpack(r, 2, r.n)
                   end
                   proxy[key] = f
@@ -191,6 +207,7 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
             globals.get::<Function>("setmetatable")?,
             table.get::<Function>("pack")?,
             table.get::<Function>("unpack")?,
+            lua.create_function(super::ctx::describe_failure)?,
         ))?;
     base.set("pcall", pcall)?;
     base.set("xpcall", xpcall)?;

@@ -39,10 +39,26 @@ impl ObjectContent {
     /// The row form used by `collect` and by Lua methods: each property by
     /// its path, and the object's reference under `_ref` (no vSphere
     /// property starts with an underscore).
+    ///
+    /// Properties the server could not give (a `missingSet` fault other than
+    /// a lost session or an invalid path, which fail the whole call) are
+    /// under `_missing`, by path: `{kind = "no_permission", fault =
+    /// "NoPermission"}`.
     pub fn into_row(self) -> Value {
-        let mut row = Map::with_capacity(self.props.len() + 1);
+        let mut row = Map::with_capacity(self.props.len() + 2);
         row.insert("_ref".into(), self.obj.to_json());
         row.extend(self.props);
+        if !self.missing.is_empty() {
+            let missing: Map<String, Value> = self
+                .missing
+                .into_iter()
+                .map(|m| {
+                    let kind = super::fault::ErrorKind::of_fault(&m.fault).as_str();
+                    (m.path, json!({"kind": kind, "fault": m.fault}))
+                })
+                .collect();
+            row.insert("_missing".into(), Value::Object(missing));
+        }
         Value::Object(row)
     }
 }
@@ -640,6 +656,23 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.is_not_authenticated(), "{err}");
+
+        let denied = include_str!("../../tests/data/soap/rpex-no-permission.xml");
+        let reply = Reply {
+            body: bytes::Bytes::from_static(denied.as_bytes()),
+            session_cookie: None,
+        };
+        let mut rows = Vec::new();
+        parse_page("h", "RetrievePropertiesEx", &reply, &mut |o| {
+            rows.push(o.into_row());
+            ControlFlow::Continue(())
+        })
+        .expect("a property the user may not read is a gap, not a failure");
+        assert_eq!(
+            rows[0]["_missing"]["sessionList"],
+            json!({"kind": "no_permission", "fault": "NoPermission"})
+        );
+        assert!(rows[0].get("sessionList").is_none());
 
         let invalid = include_str!("../../tests/data/soap/rpex-invalid-property.xml");
         let reply = Reply {

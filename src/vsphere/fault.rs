@@ -161,4 +161,85 @@ impl Error {
     }
 }
 
+/// What kind of failure an error is, for callers (and scripts) that act
+/// on it rather than show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist (any more).
+    NotFound,
+    /// A property path the object's type does not have.
+    InvalidProperty,
+    /// The user may not see or do this.
+    NoPermission,
+    /// No session: the login was refused, or the session is gone.
+    NotAuthenticated,
+    /// The vCenter could not be reached, or is refused calls for now.
+    Unreachable,
+    /// The vCenter did not answer within the deadline.
+    Timeout,
+    /// What was asked for is not a valid request (arguments, encoding).
+    InvalidArgument,
+    /// Any other fault vSphere answered with; its name says which.
+    Fault,
+    /// A reply that could not be read, or a local problem.
+    Other,
+}
+
+impl ErrorKind {
+    /// The name scripts see: `not_found`, `timeout`, ...
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::InvalidProperty => "invalid_property",
+            ErrorKind::NoPermission => "no_permission",
+            ErrorKind::NotAuthenticated => "not_authenticated",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::Fault => "fault",
+            ErrorKind::Other => "other",
+        }
+    }
+
+    /// The kind of a vSphere fault, by its type name.
+    pub fn of_fault(name: &str) -> ErrorKind {
+        match name {
+            "ManagedObjectNotFound" => ErrorKind::NotFound,
+            "InvalidProperty" => ErrorKind::InvalidProperty,
+            "NotAuthenticated" | "InvalidLogin" => ErrorKind::NotAuthenticated,
+            "InvalidArgument" | "InvalidRequest" | "InvalidType" | "MethodNotFound" => {
+                ErrorKind::InvalidArgument
+            }
+            n if n.starts_with("NoPermission") || n == "SecurityError" => ErrorKind::NoPermission,
+            _ => ErrorKind::Fault,
+        }
+    }
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Fault { fault, .. } => ErrorKind::of_fault(&fault.name),
+            Error::LoginFailed { .. } => ErrorKind::NotAuthenticated,
+            Error::Timeout { .. } => ErrorKind::Timeout,
+            Error::Transport { .. } | Error::Unavailable { .. } | Error::Tls { .. } => {
+                ErrorKind::Unreachable
+            }
+            Error::Http { .. } | Error::Decode { .. } | Error::Config(_) => ErrorKind::Other,
+            Error::Encode { .. } => ErrorKind::InvalidArgument,
+            Error::InvalidProperty { .. } => ErrorKind::InvalidProperty,
+        }
+    }
+
+    /// The vSphere fault's type name, for faults.
+    pub fn fault_name(&self) -> Option<&str> {
+        match self {
+            Error::Fault { fault, .. } => Some(&fault.name),
+            Error::LoginFailed { .. } => Some("InvalidLogin"),
+            Error::InvalidProperty { .. } => Some("InvalidProperty"),
+            _ => None,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -21,7 +21,7 @@ pub mod view;
 pub mod xml;
 
 pub use collector::ObjectContent;
-pub use fault::{Error, Fault, FaultKind};
+pub use fault::{Error, ErrorKind, Fault, FaultKind};
 pub use guard::{GuardOptions, Guards};
 pub use moref::MoRef;
 pub use session::{Credentials, Password, Session, SessionOptions};

@@ -260,6 +260,8 @@ pub async fn replaying_proxy(
         .expect("bind");
     let address = listener.local_addr().expect("address");
     let upstream = upstream.to_string();
+    // As the transport does: reqwest is built without a default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::new();
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
