@@ -16,7 +16,7 @@ fn simulator() -> &'static Simulator {
 }
 
 /// A VM's reference, through the core's name index.
-async fn vm_named(session: &vpoller::vsphere::Session, name: &str) -> vpoller::vsphere::MoRef {
+async fn vm_named(session: &vpoller::vsphere::Client, name: &str) -> vpoller::vsphere::MoRef {
     session
         .find_indexed("VirtualMachine", "name", &json!(name), false)
         .await

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::sync::OnceLock;
 use vpoller::vsphere::collector::{DEFAULT_PAGE_SIZE, filter_for_view};
-use vpoller::vsphere::{Error, MoRef, Session};
+use vpoller::vsphere::{Client, Error, MoRef};
 
 /// One simulator for the suite: 1 standalone host and 1 cluster root pool,
 /// 1,000 VMs each.
@@ -29,7 +29,7 @@ fn simulator() -> &'static Simulator {
 
 /// A session per test: each test has its own runtime, and a session's
 /// connections belong to the runtime that made them.
-async fn session() -> Session {
+async fn session() -> Client {
     simulator().session().await
 }
 

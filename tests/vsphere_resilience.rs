@@ -7,7 +7,7 @@ use common::{Simulator, connect};
 use std::time::{Duration, Instant};
 use vpoller::vsphere::{Endpoint, Error, TlsMode};
 
-async fn vm_count(session: &vpoller::vsphere::Session) -> Result<usize, Error> {
+async fn vm_count(session: &vpoller::vsphere::Client) -> Result<usize, Error> {
     session
         .discover("VirtualMachine", &["name".into()], |_| {
             std::ops::ControlFlow::Continue(())

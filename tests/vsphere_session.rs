@@ -12,8 +12,8 @@ async fn login_reads_the_service_content_and_logs_out() {
     let sim = Simulator::start(&["-username", "alice", "-password", "s3cret"]);
     let session = connect(&sim.endpoint(), "alice", "s3cret").await;
     assert_eq!(session.about()["apiType"], "VirtualCenter");
-    assert_eq!(session.api_version(), "6.5");
-    assert!(session.is_logged_in());
+    assert_eq!(session.session().api_version(), "6.5");
+    assert!(session.session().is_logged_in());
     assert_eq!(session.logins(), 1);
     let me = session
         .get_objects(
@@ -24,9 +24,12 @@ async fn login_reads_the_service_content_and_logs_out() {
         .expect("current session");
     assert_eq!(me[0].props["currentSession"]["userName"], "alice");
 
-    session.logout().await.expect("logout");
-    assert!(!session.is_logged_in());
-    session.logout().await.expect("a second logout is harmless");
+    session.shutdown().await.expect("logout");
+    assert!(!session.session().is_logged_in());
+    session
+        .shutdown()
+        .await
+        .expect("a second logout is harmless");
 }
 
 #[tokio::test]
@@ -46,7 +49,7 @@ async fn a_wrong_password_says_the_login_failed_and_does_not_retry() {
     );
 }
 
-async fn terminate(sim: &Simulator, victim: &vpoller::vsphere::Session) {
+async fn terminate(sim: &Simulator, victim: &vpoller::vsphere::Client) {
     let manager = victim.manager("sessionManager").expect("manager");
     let key = victim
         .get_objects(std::slice::from_ref(&manager), &["currentSession".into()])
@@ -106,7 +109,7 @@ async fn an_idle_expired_session_is_re_established() {
     session.destroy_view(&view).await.expect("destroy");
 }
 
-async fn names(session: &vpoller::vsphere::Session) -> Vec<Value> {
+async fn names(session: &vpoller::vsphere::Client) -> Vec<Value> {
     let mut out = Vec::new();
     session
         .discover("VirtualMachine", &["name".into()], |o| {
@@ -181,7 +184,7 @@ async fn an_idle_session_is_kept_alive() {
         keepalive: Duration::from_millis(800),
         ..Default::default()
     };
-    let session = vpoller::vsphere::Session::connect(&sim.endpoint(), credentials, options)
+    let session = vpoller::vsphere::Client::connect(&sim.endpoint(), credentials, options)
         .await
         .expect("connect");
     let before = names(&session).await;

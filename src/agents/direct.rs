@@ -5,7 +5,7 @@ use std::pin::Pin;
 use tokio::sync::OnceCell;
 
 use super::Agents;
-use crate::vsphere::{Credentials, Endpoint, Session, SessionOptions};
+use crate::vsphere::{Client, Credentials, Endpoint, SessionOptions};
 
 /// A single agent, logged in on first use and shared by every request.
 pub struct DirectAgent {
@@ -13,7 +13,7 @@ pub struct DirectAgent {
     endpoint: Endpoint,
     credentials: Credentials,
     options: SessionOptions,
-    session: OnceCell<Session>,
+    session: OnceCell<Client>,
 }
 
 impl DirectAgent {
@@ -32,7 +32,7 @@ impl DirectAgent {
     }
 
     /// The session, if one was made.
-    pub fn connected(&self) -> Option<&Session> {
+    pub fn connected(&self) -> Option<&Client> {
         self.session.get()
     }
 }
@@ -49,11 +49,11 @@ impl Agents for DirectAgent {
     fn session<'a>(
         &'a self,
         _hostname: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Session, crate::vsphere::Error>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Client, crate::vsphere::Error>> + Send + 'a>> {
         Box::pin(async move {
             self.session
                 .get_or_try_init(|| async {
-                    Session::connect(
+                    Client::connect(
                         &self.endpoint,
                         self.credentials.clone(),
                         self.options.clone(),

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::vsphere::{Error, Session};
+use crate::vsphere::{Client, Error};
 
 mod direct;
 pub mod registry;
@@ -28,9 +28,9 @@ pub trait Agents: Send + Sync + 'static {
     /// answer, without logging in).
     fn check(&self, hostname: &str) -> Result<(), String>;
 
-    /// The shared session for `hostname`, logging in if needed.
+    /// The shared client for `hostname`, logging in if needed.
     fn session<'a>(
         &'a self,
         hostname: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Session, Error>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<Client, Error>> + Send + 'a>>;
 }

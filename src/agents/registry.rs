@@ -23,7 +23,7 @@ use tokio::sync::OnceCell;
 use super::Agents;
 use super::store::{AgentRecord, Store};
 use crate::vsphere::{
-    Credentials, Endpoint, GuardOptions, Guards, Password, Session, SessionOptions,
+    Client, Credentials, Endpoint, GuardOptions, Guards, Password, SessionOptions,
 };
 
 /// What a session was made from; a change means a new session. The
@@ -39,7 +39,7 @@ struct LoginDetails {
 struct Slot {
     details: LoginDetails,
     password: Password,
-    session: OnceCell<Session>,
+    session: OnceCell<Client>,
     guards: Arc<Guards>,
 }
 
@@ -133,7 +133,7 @@ impl RegistryAgents {
     }
 
     /// The sessions made so far, by agent.
-    pub fn sessions(&self) -> Vec<(String, Session)> {
+    pub fn sessions(&self) -> Vec<(String, Client)> {
         let slots = self.slots.lock().map(|s| s.clone()).unwrap_or_default();
         slots
             .into_iter()
@@ -141,10 +141,10 @@ impl RegistryAgents {
             .collect()
     }
 
-    /// Logs out of every session (on shutdown).
+    /// Shuts every client down (on shutdown): background work, views, logout.
     pub async fn logout_all(&self) {
         for (hostname, session) in self.sessions() {
-            if let Err(e) = session.logout().await {
+            if let Err(e) = session.shutdown().await {
                 tracing::warn!(agent = %hostname, "logout failed: {e}");
             }
         }
@@ -174,7 +174,7 @@ impl RegistryAgents {
         {
             tracing::info!(agent = %hostname, "agent changed; replacing its vSphere session");
             tokio::spawn(async move {
-                let _ = session.logout().await;
+                let _ = session.shutdown().await;
             });
         }
         fresh
@@ -195,7 +195,7 @@ impl Agents for RegistryAgents {
     fn session<'a>(
         &'a self,
         hostname: &'a str,
-    ) -> Pin<Box<dyn Future<Output = Result<Session, crate::vsphere::Error>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Client, crate::vsphere::Error>> + Send + 'a>> {
         Box::pin(async move {
             let (record, password) = self
                 .lookup_known(hostname)
@@ -219,7 +219,7 @@ impl Agents for RegistryAgents {
                         user: slot.details.username.clone(),
                         password: slot.password.clone(),
                     };
-                    let outcome = Session::connect_guarded(
+                    let outcome = Client::connect_guarded(
                         &endpoint,
                         credentials,
                         self.options.clone(),

@@ -80,7 +80,7 @@ impl Target {
         match self {
             Target::Direct(a) => {
                 if let Some(session) = a.connected()
-                    && let Err(e) = session.logout().await
+                    && let Err(e) = session.shutdown().await
                 {
                     tracing::debug!("logout: {e}");
                 }

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use super::target::TargetArgs;
 use crate::vsphere::collector::DEFAULT_PAGE_SIZE;
-use crate::vsphere::{MoRef, Session};
+use crate::vsphere::{Client, MoRef};
 
 #[derive(Debug, Args)]
 pub struct CollectArgs {
@@ -34,13 +34,13 @@ pub struct CollectArgs {
 pub async fn run(args: CollectArgs) -> Result<(), String> {
     let session = args.target.connect().await?;
     let result = collect(&session, &args).await;
-    if let Err(e) = session.logout().await {
+    if let Err(e) = session.shutdown().await {
         tracing::debug!("logout: {e}");
     }
     result
 }
 
-async fn collect(session: &Session, args: &CollectArgs) -> Result<(), String> {
+async fn collect(session: &Client, args: &CollectArgs) -> Result<(), String> {
     let properties: Vec<String> = args
         .properties
         .iter()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::secret::read_password;
-use crate::vsphere::{Credentials, Endpoint, Session, SessionOptions, TlsMode};
+use crate::vsphere::{Client, Credentials, Endpoint, SessionOptions, TlsMode};
 
 /// `--url` and `--user`, both required, plus how to connect.
 #[derive(Debug, Clone, Args)]
@@ -24,9 +24,9 @@ pub struct TargetArgs {
 
 impl TargetArgs {
     /// Reads the password and logs in.
-    pub async fn connect(&self) -> Result<Session, String> {
+    pub async fn connect(&self) -> Result<Client, String> {
         let (endpoint, credentials) = self.connect.login_for(&self.url, &self.user)?;
-        Session::connect(&endpoint, credentials, SessionOptions::default())
+        Client::connect(&endpoint, credentials, SessionOptions::default())
             .await
             .map_err(|e| e.to_string())
     }

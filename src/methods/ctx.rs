@@ -1,6 +1,6 @@
 //! `ctx`: a method's only door to vSphere.
 //!
-//! Every call goes through the vSphere core ([`crate::vsphere::Session`]), so
+//! Every call goes through the vSphere core ([`crate::vsphere::Client`]), so
 //! whatever caching or batching the core does helps every script without
 //! changing it. While a call waits, the script's state is parked.
 
@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 
 use super::convert::{from_lua, to_lua};
 use crate::agents::Agents;
-use crate::vsphere::{Error, MoRef, Session};
+use crate::vsphere::{Client, Error, MoRef};
 
 /// A failed core call, as it travels through Lua to the wrapper that turns
 /// it into the error value scripts see (see [`describe_failure`]).
@@ -93,7 +93,7 @@ fn is_memory(e: &mlua::Error) -> bool {
 pub struct Ctx {
     agent: String,
     agents: Arc<dyn Agents>,
-    session: OnceCell<Session>,
+    session: OnceCell<Client>,
 }
 
 impl Ctx {
@@ -105,7 +105,7 @@ impl Ctx {
         }
     }
 
-    async fn session(&self) -> mlua::Result<Session> {
+    async fn session(&self) -> mlua::Result<Client> {
         self.session
             .get_or_try_init(|| self.agents.session(&self.agent))
             .await
@@ -115,7 +115,7 @@ impl Ctx {
 
     /// Makes a core call with the request's session, polled right here:
     /// handing it to a task of its own would add a thread hop per call.
-    async fn core<T, F>(&self, call: impl FnOnce(Session) -> F) -> mlua::Result<T>
+    async fn core<T, F>(&self, call: impl FnOnce(Client) -> F) -> mlua::Result<T>
     where
         F: Future<Output = Result<T, crate::vsphere::Error>>,
     {

@@ -107,7 +107,7 @@ pub(crate) fn activity(dispatcher: &Dispatcher, agents: &RegistryAgents) -> (Val
         .sessions()
         .into_iter()
         .map(|(hostname, s)| {
-            json!({"hostname": hostname, "logged_in": s.is_logged_in(), "logins": s.logins(), "soap_calls": s.calls()})
+            json!({"hostname": hostname, "logged_in": s.session().is_logged_in(), "logins": s.session().logins(), "soap_calls": s.session().calls()})
         })
         .collect();
     (requests, Value::Array(sessions))

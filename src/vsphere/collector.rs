@@ -13,6 +13,7 @@ use super::moref::MoRef;
 use super::schema::Kind;
 use super::session::Session;
 use super::soap::{Reply, open_body};
+use super::view::Views;
 use super::xml::decode::{DecodeError, Decoder};
 
 /// How many objects to ask for per page. vCenter caps pages itself; this
@@ -401,99 +402,97 @@ fn decode_error(host: &str, method: &str, e: DecodeError) -> Error {
     }
 }
 
-impl Session {
-    /// Retrieves by a PropertyFilterSpec (JSON), handing over each object.
-    pub async fn retrieve(
-        &self,
-        filter: &Value,
-        page_size: u32,
-        mut on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
-    ) -> Result<usize> {
-        let collector = self.manager("propertyCollector")?;
-        retrieve_resuming(self, &collector, filter, page_size, &mut on_object).await
-    }
+/// Retrieves by a PropertyFilterSpec (JSON), handing over each object.
+pub async fn retrieve(
+    session: &Session,
+    filter: &Value,
+    page_size: u32,
+    mut on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
+) -> Result<usize> {
+    let collector = session.manager("propertyCollector")?;
+    retrieve_resuming(session, &collector, filter, page_size, &mut on_object).await
+}
 
-    /// Every object of a retrieval, collected into a list.
-    pub async fn retrieve_all(&self, filter: &Value) -> Result<Vec<ObjectContent>> {
-        let mut all = Vec::new();
-        self.retrieve(filter, DEFAULT_PAGE_SIZE, |o| {
-            all.push(o);
-            ControlFlow::Continue(())
-        })
-        .await?;
-        Ok(all)
-    }
+/// Every object of a retrieval, collected into a list.
+pub async fn retrieve_all(session: &Session, filter: &Value) -> Result<Vec<ObjectContent>> {
+    let mut all = Vec::new();
+    retrieve(session, filter, DEFAULT_PAGE_SIZE, |o| {
+        all.push(o);
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(all)
+}
 
-    /// Properties of given objects, in one round trip.
-    pub async fn get_objects(
-        &self,
-        objects: &[MoRef],
-        paths: &[String],
-    ) -> Result<Vec<ObjectContent>> {
-        if objects.is_empty() {
-            return Ok(Vec::new());
+/// Properties of given objects, in one round trip.
+pub async fn get_objects(
+    session: &Session,
+    objects: &[MoRef],
+    paths: &[String],
+) -> Result<Vec<ObjectContent>> {
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
+    retrieve_all(session, &filter_for_objects(objects, paths)).await
+}
+
+/// Properties of given objects of several types, the paths chosen by type,
+/// in one round trip. Types missing from `paths` get none.
+pub async fn get_objects_by_type(
+    session: &Session,
+    objects: &[MoRef],
+    paths: &std::collections::HashMap<String, Vec<String>>,
+) -> Result<Vec<ObjectContent>> {
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = filter_for_objects_by(objects, |k| paths.get(k).map_or(&[][..], Vec::as_slice));
+    retrieve_all(session, &filter).await
+}
+
+/// Properties of every object of a type in the inventory, through the
+/// shared container view.
+pub async fn discover(
+    session: &Session,
+    views: &Views,
+    kind: &str,
+    paths: &[String],
+    mut on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
+) -> Result<usize> {
+    let view = views.container_view(session, None, &[kind]).await?;
+    let filter = filter_for_view(&view, kind, paths);
+    match retrieve(session, &filter, DEFAULT_PAGE_SIZE, &mut on_object).await {
+        Err(e) if e.fault_kind() == Some(&FaultKind::ManagedObjectNotFound) => {
+            // The shared view is gone (destroyed elsewhere): make it again.
+            views.forget(&view).await;
+            let view = views.container_view(session, None, &[kind]).await?;
+            let filter = filter_for_view(&view, kind, paths);
+            retrieve(session, &filter, DEFAULT_PAGE_SIZE, &mut on_object).await
         }
-        self.retrieve_all(&filter_for_objects(objects, paths)).await
-    }
-
-    /// Properties of given objects of several types, the paths chosen by
-    /// type, in one round trip. Types missing from `paths` get none.
-    pub async fn get_objects_by_type(
-        &self,
-        objects: &[MoRef],
-        paths: &std::collections::HashMap<String, Vec<String>>,
-    ) -> Result<Vec<ObjectContent>> {
-        if objects.is_empty() {
-            return Ok(Vec::new());
-        }
-        let filter =
-            filter_for_objects_by(objects, |k| paths.get(k).map_or(&[][..], Vec::as_slice));
-        self.retrieve_all(&filter).await
-    }
-
-    /// Properties of every object of a type in the inventory, through the
-    /// session's shared container view.
-    pub async fn discover(
-        &self,
-        kind: &str,
-        paths: &[String],
-        mut on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
-    ) -> Result<usize> {
-        let view = self.container_view(None, &[kind]).await?;
-        let filter = filter_for_view(&view, kind, paths);
-        match self
-            .retrieve(&filter, DEFAULT_PAGE_SIZE, &mut on_object)
-            .await
-        {
-            Err(e) if e.fault_kind() == Some(&FaultKind::ManagedObjectNotFound) => {
-                // The shared view is gone (destroyed elsewhere): make it again.
-                self.forget_view(&view).await;
-                let view = self.container_view(None, &[kind]).await?;
-                let filter = filter_for_view(&view, kind, paths);
-                self.retrieve(&filter, DEFAULT_PAGE_SIZE, &mut on_object)
-                    .await
-            }
-            other => other,
-        }
+        other => other,
     }
 }
 
-impl Session {
-    /// The first object of `kind` whose property `path` equals `value`
-    /// (`name`, or `info.url` for datastores), or `None`.
-    pub async fn find(&self, kind: &str, path: &str, value: &Value) -> Result<Option<MoRef>> {
-        let mut found = None;
-        self.discover(kind, &[path.to_string()], |o| {
-            if o.props.get(path) == Some(value) {
-                found = Some(o.obj);
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
-        .await?;
-        Ok(found)
-    }
+/// The first object of `kind` whose property `path` equals `value` (`name`,
+/// or `info.url` for datastores), or `None`.
+pub async fn find(
+    session: &Session,
+    views: &Views,
+    kind: &str,
+    path: &str,
+    value: &Value,
+) -> Result<Option<MoRef>> {
+    let mut found = None;
+    discover(session, views, kind, &[path.to_string()], |o| {
+        if o.props.get(path) == Some(value) {
+            found = Some(o.obj);
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .await?;
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 //!
 //! The first lookup for a (type, property) reads that property of every
 //! object in one retrieval and keeps the whole map, so later lookups of any
-//! object cost nothing. The map is rebuilt when it is older than the
-//! session's `index_ttl`, when a value is not in it (a name that is not
+//! object cost nothing. The map is rebuilt when it is older than its
+//! time to live, when a value is not in it (a name that is not
 //! found is never remembered as missing), and when a caller says an entry
 //! went stale.
 //!
@@ -18,11 +18,13 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::fault::Result;
+use super::collector::{self, ObjectContent};
+use super::fault::{FaultKind, Result};
 use super::moref::MoRef;
 use super::session::Session;
+use super::view::Views;
 
 /// A rebuild in progress: the first caller runs it, the others wait for
 /// its outcome. If the caller running it gives up (its deadline passed),
@@ -36,8 +38,9 @@ struct IndexSlot {
     rebuild: Mutex<Option<Rebuild>>,
 }
 
+/// Every (type, property) index of one vCenter.
 #[derive(Default)]
-pub(crate) struct Indexes {
+pub struct NameIndex {
     by_key: Mutex<HashMap<(String, String), Arc<IndexSlot>>>,
 }
 
@@ -83,27 +86,35 @@ impl IndexSlot {
     }
 }
 
-impl Session {
-    /// The first object of `kind` whose property `path` equals `value`, or
-    /// `None`. With `fresh`, the index is rebuilt first (the caller found
-    /// the entry it was given to be stale).
-    pub async fn find_indexed(
+/// A question to the index: the object of `kind` whose `path` is `value`.
+pub struct Query<'q> {
+    pub kind: &'q str,
+    pub path: &'q str,
+    pub value: &'q Value,
+}
+
+impl NameIndex {
+    /// The first object matching `query`, or `None`. With `fresh`, the
+    /// index is rebuilt first (the caller found the entry it was given to
+    /// be stale). An index older than `ttl` is rebuilt.
+    pub async fn find(
         &self,
-        kind: &str,
-        path: &str,
-        value: &Value,
+        session: &Session,
+        views: &Views,
+        ttl: Duration,
+        query: &Query<'_>,
         fresh: bool,
     ) -> Result<Option<MoRef>> {
+        let Query { kind, path, value } = *query;
         let slot = {
-            let Ok(mut map) = self.inner.indexes.by_key.lock() else {
-                return self.find(kind, path, value).await;
+            let Ok(mut map) = self.by_key.lock() else {
+                return collector::find(session, views, kind, path, value).await;
             };
             map.entry((kind.to_string(), path.to_string()))
                 .or_default()
                 .clone()
         };
         let key = key_of(value);
-        let ttl = self.options().index_ttl;
         if !fresh
             && let Some(index) = slot.current()
             && index.built.elapsed() < ttl
@@ -113,58 +124,56 @@ impl Session {
         }
         let rebuild = slot.rebuild();
         let outcome = rebuild
-            .get_or_init(|| async { self.build_index(kind, path).await.map(Arc::new) })
+            .get_or_init(|| async { build_index(session, views, kind, path).await.map(Arc::new) })
             .await
             .clone();
         slot.finished(&rebuild);
         Ok(outcome?.refs.get(&key).cloned())
     }
 
-    async fn build_index(&self, kind: &str, path: &str) -> Result<Index> {
-        let mut refs = HashMap::new();
-        self.discover(kind, &[path.to_string()], |o| {
-            if let Some(v) = o.props.get(path) {
-                refs.entry(key_of(v)).or_insert(o.obj);
-            }
-            ControlFlow::Continue(())
-        })
-        .await?;
-        Ok(Index {
-            built: Instant::now(),
-            refs,
-        })
-    }
-}
-
-impl Session {
-    /// The object of `kind` whose `path` equals `value`, read with `paths`
-    /// (which should include `path`): the index gives the reference and one
-    /// retrieval reads it. An entry found stale (the object is gone, or its
-    /// `path` no longer matches) makes the index be rebuilt once.
+    /// The object matching `query`, read with `paths` (which should include
+    /// the query's path): the index gives the reference and one retrieval
+    /// reads it. An entry found stale (the object is gone, or its path no
+    /// longer matches) makes the index be rebuilt once.
     pub async fn lookup(
         &self,
-        kind: &str,
-        path: &str,
-        value: &Value,
+        session: &Session,
+        views: &Views,
+        ttl: Duration,
+        query: &Query<'_>,
         paths: &[String],
-    ) -> Result<Option<super::collector::ObjectContent>> {
+    ) -> Result<Option<ObjectContent>> {
         for fresh in [false, true] {
-            let Some(found) = self.find_indexed(kind, path, value, fresh).await? else {
+            let Some(found) = self.find(session, views, ttl, query, fresh).await? else {
                 return Ok(None);
             };
-            match self.get_objects(std::slice::from_ref(&found), paths).await {
+            match collector::get_objects(session, std::slice::from_ref(&found), paths).await {
                 Ok(mut rows) => {
                     if let Some(row) = rows.pop()
-                        && row.props.get(path) == Some(value)
+                        && row.props.get(query.path) == Some(query.value)
                     {
                         return Ok(Some(row));
                     }
                 }
-                Err(e)
-                    if e.fault_kind() == Some(&super::fault::FaultKind::ManagedObjectNotFound) => {}
+                Err(e) if e.fault_kind() == Some(&FaultKind::ManagedObjectNotFound) => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(None)
     }
+}
+
+async fn build_index(session: &Session, views: &Views, kind: &str, path: &str) -> Result<Index> {
+    let mut refs = HashMap::new();
+    collector::discover(session, views, kind, &[path.to_string()], |o| {
+        if let Some(v) = o.props.get(path) {
+            refs.entry(key_of(v)).or_insert(o.obj);
+        }
+        ControlFlow::Continue(())
+    })
+    .await?;
+    Ok(Index {
+        built: Instant::now(),
+        refs,
+    })
 }

@@ -1,9 +1,10 @@
-//! The PerformanceManager's counters, read once per session.
+//! The PerformanceManager's counters, read once per vCenter.
 
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::collector;
 use super::fault::Result;
 use super::session::Session;
 
@@ -51,16 +52,24 @@ impl PerfCounters {
     }
 }
 
-impl Session {
-    /// `PerformanceManager.perfCounter`, fetched on first use and kept.
-    pub async fn perf_counters(&self) -> Result<Arc<PerfCounters>> {
-        self.inner
-            .perf_counters
+/// The counters of one vCenter, read on first use and kept.
+#[derive(Default)]
+pub struct CounterCache {
+    counters: tokio::sync::OnceCell<Arc<PerfCounters>>,
+}
+
+impl CounterCache {
+    /// `PerformanceManager.perfCounter`.
+    pub async fn get(&self, session: &Session) -> Result<Arc<PerfCounters>> {
+        self.counters
             .get_or_try_init(|| async {
-                let manager = self.manager("perfManager")?;
-                let rows = self
-                    .get_objects(std::slice::from_ref(&manager), &["perfCounter".to_string()])
-                    .await?;
+                let manager = session.manager("perfManager")?;
+                let rows = collector::get_objects(
+                    session,
+                    std::slice::from_ref(&manager),
+                    &["perfCounter".to_string()],
+                )
+                .await?;
                 let list = rows
                     .into_iter()
                     .next()

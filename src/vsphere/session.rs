@@ -11,9 +11,8 @@
 //! answering costs each caller at most one deadline.
 
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::fault::{Error, FaultKind, Result};
@@ -108,9 +107,6 @@ pub(crate) struct Inner {
     logins: AtomicU64,
     calls: AtomicU64,
     last_call: Mutex<Instant>,
-    pub(crate) views: tokio::sync::Mutex<HashMap<String, (MoRef, u64)>>,
-    pub(crate) indexes: super::inventory::Indexes,
-    pub(crate) perf_counters: tokio::sync::OnceCell<Arc<super::performance::PerfCounters>>,
 }
 
 /// One vSphere host's session. Cloning is cheap and shares the session.
@@ -165,6 +161,7 @@ impl Session {
                 None,
                 &version_for_bootstrap,
                 true,
+                transport.deadline(),
             )
             .await;
         guards.report(
@@ -198,13 +195,9 @@ impl Session {
                 logins: AtomicU64::new(0),
                 calls: AtomicU64::new(1),
                 last_call: Mutex::new(Instant::now()),
-                views: tokio::sync::Mutex::new(HashMap::new()),
-                indexes: Default::default(),
-                perf_counters: tokio::sync::OnceCell::new(),
             }),
         };
         session.relogin(0).await?;
-        spawn_keepalive(Arc::downgrade(&session.inner));
         Ok(session)
     }
 
@@ -282,6 +275,21 @@ impl Session {
             .await
     }
 
+    /// As [`invoke`](Self::invoke), answered within `deadline` instead of
+    /// the host's default (a long poll needs minutes).
+    pub async fn invoke_within(
+        &self,
+        deadline: Duration,
+        method: &str,
+        this: &MoRef,
+        args: &Value,
+    ) -> Result<Value> {
+        let transport = &self.inner.transport;
+        let parse = |reply: &Reply| transport.parse(method, reply);
+        self.invoke_parsed(method, this, args, parse, true, deadline)
+            .await
+    }
+
     /// Calls a method and hands the raw reply to `parse`. A lost session is
     /// re-established once and the call repeated; `parse` reports a lost
     /// session by returning a NotAuthenticated fault.
@@ -292,7 +300,9 @@ impl Session {
         args: &Value,
         parse: impl FnMut(&Reply) -> Result<T>,
     ) -> Result<T> {
-        self.invoke_parsed(method, this, args, parse, true).await
+        let deadline = self.inner.transport.deadline();
+        self.invoke_parsed(method, this, args, parse, true, deadline)
+            .await
     }
 
     /// As [`invoke_with`](Self::invoke_with), but a lost session is the
@@ -305,7 +315,9 @@ impl Session {
         args: &Value,
         parse: impl FnMut(&Reply) -> Result<T>,
     ) -> Result<T> {
-        self.invoke_parsed(method, this, args, parse, false).await
+        let deadline = self.inner.transport.deadline();
+        self.invoke_parsed(method, this, args, parse, false, deadline)
+            .await
     }
 
     async fn invoke_parsed<T>(
@@ -315,6 +327,7 @@ impl Session {
         args: &Value,
         mut parse: impl FnMut(&Reply) -> Result<T>,
         relogin: bool,
+        deadline: Duration,
     ) -> Result<T> {
         let body = encode::request_body(method, this, args).map_err(|message| Error::Encode {
             method: method.to_string(),
@@ -323,7 +336,9 @@ impl Session {
         let mut relogged = !relogin;
         loop {
             let (cookie, generation) = self.current();
-            let reply = self.post(method, &body, cookie.as_deref()).await?;
+            let reply = self
+                .post(method, &body, cookie.as_deref(), deadline)
+                .await?;
             match parse(&reply) {
                 Err(e) if e.is_not_authenticated() && !relogged => {
                     tracing::info!(host = %self.host(), method, "vSphere session lost; logging in again");
@@ -335,7 +350,13 @@ impl Session {
         }
     }
 
-    async fn post(&self, method: &str, body: &str, cookie: Option<&str>) -> Result<Reply> {
+    async fn post(
+        &self,
+        method: &str,
+        body: &str,
+        cookie: Option<&str>,
+        deadline: Duration,
+    ) -> Result<Reply> {
         self.inner.calls.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut t) = self.inner.last_call.lock() {
             *t = Instant::now();
@@ -351,6 +372,7 @@ impl Session {
                 cookie,
                 &self.inner.api_version,
                 is_safe_to_repeat(method),
+                deadline,
             )
             .await;
         let unreachable = result.as_ref().is_err_and(Error::is_unreachable);
@@ -384,7 +406,8 @@ impl Session {
                 message,
             })?;
         self.inner.logins.fetch_add(1, Ordering::Relaxed);
-        let reply = self.post("Login", &body, None).await?;
+        let deadline = self.inner.transport.deadline();
+        let reply = self.post("Login", &body, None, deadline).await?;
         let parsed = self.inner.transport.parse("Login", &reply);
         let login_failed = |reason: String| Error::LoginFailed {
             host: self.host().to_string(),
@@ -415,9 +438,17 @@ impl Session {
         Ok(())
     }
 
-    /// Destroys the views this session made and logs out. Safe to call twice.
+    /// How long since the last call.
+    pub fn idle_for(&self) -> Duration {
+        self.inner
+            .last_call
+            .lock()
+            .map(|t| t.elapsed())
+            .unwrap_or_default()
+    }
+
+    /// Logs out. Safe to call twice.
     pub async fn logout(&self) -> Result<()> {
-        self.destroy_cached_views().await;
         let (cookie, _) = self.current();
         let Some(cookie) = cookie else {
             return Ok(());
@@ -432,25 +463,14 @@ impl Session {
         if let Ok(mut state) = self.inner.state.write() {
             state.cookie = None;
         }
-        let reply = self.post("Logout", &body, Some(&cookie)).await?;
+        let deadline = self.inner.transport.deadline();
+        let reply = self.post("Logout", &body, Some(&cookie), deadline).await?;
         match self.inner.transport.parse("Logout", &reply) {
             Ok(_) => Ok(()),
             // Already gone on the server side: the goal is met.
             Err(e) if e.is_not_authenticated() => Ok(()),
             Err(e) => Err(e),
         }
-    }
-
-    /// Keeps an idle session alive and notices a lost one early, by reading
-    /// `SessionManager.currentSession`.
-    pub async fn keepalive(&self) -> Result<()> {
-        let manager = self.manager("sessionManager")?;
-        self.get_objects(
-            std::slice::from_ref(&manager),
-            &["currentSession".to_string()],
-        )
-        .await
-        .map(|_| ())
     }
 }
 
@@ -489,39 +509,4 @@ fn advertised_version(text: &str) -> Option<String> {
     let end = after[start..].find("</version>")? + start;
     let version = after[start..end].trim();
     (!version.is_empty()).then(|| version.to_string())
-}
-
-fn spawn_keepalive(inner: Weak<Inner>) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        loop {
-            let interval = match inner.upgrade() {
-                Some(i) => i.options.keepalive,
-                None => return,
-            };
-            tokio::time::sleep(interval / 4).await;
-            let Some(inner) = inner.upgrade() else {
-                return;
-            };
-            let idle = inner
-                .last_call
-                .lock()
-                .map(|t| t.elapsed())
-                .unwrap_or_default();
-            let logged_in = inner
-                .state
-                .read()
-                .map(|s| s.cookie.is_some())
-                .unwrap_or(false);
-            if !logged_in || idle < interval {
-                continue;
-            }
-            let session = Session { inner };
-            if let Err(e) = session.keepalive().await {
-                tracing::warn!(host = %session.host(), "vSphere keep-alive failed: {e}");
-            }
-        }
-    });
 }

@@ -128,9 +128,10 @@ impl Transport {
         self.deadline
     }
 
-    /// Posts one request body. A connection that closes without a response
-    /// is retried once, and only when `repeatable` says the call is safe to
-    /// repeat.
+    /// Posts one request body, to be answered within `deadline` (each call
+    /// says its own: a long poll waits minutes, a retrieval seconds). A
+    /// connection that closes without a response is retried once, and only
+    /// when `repeatable` says the call is safe to repeat.
     pub async fn post(
         &self,
         method: &str,
@@ -138,6 +139,7 @@ impl Transport {
         cookie: Option<&str>,
         api_version: &str,
         repeatable: bool,
+        deadline: Duration,
     ) -> Result<Reply> {
         let mut envelope = String::with_capacity(ENVELOPE_START.len() + body.len() + 40);
         envelope.push_str(ENVELOPE_START);
@@ -146,12 +148,12 @@ impl Transport {
         let envelope = Bytes::from(envelope);
 
         let first = self
-            .post_once(method, envelope.clone(), cookie, api_version)
+            .post_once(method, envelope.clone(), cookie, api_version, deadline)
             .await;
         match first {
             Err(Attempt::ClosedWithoutResponse(message)) if repeatable => {
                 tracing::debug!(host = %self.host, method, "{message}; retrying once");
-                self.post_once(method, envelope, cookie, api_version)
+                self.post_once(method, envelope, cookie, api_version, deadline)
                     .await
                     .map_err(|a| self.attempt_error(method, a))
             }
@@ -165,17 +167,22 @@ impl Transport {
         envelope: Bytes,
         cookie: Option<&str>,
         api_version: &str,
+        deadline: Duration,
     ) -> Result<Reply, Attempt> {
         let mut request = self
             .http
             .post(&self.url)
+            .timeout(deadline)
             .header("Content-Type", "text/xml; charset=utf-8")
             .header("SOAPAction", format!("urn:vim25/{api_version}"))
             .body(envelope);
         if let Some(c) = cookie {
             request = request.header("Cookie", format!("vmware_soap_session={c}"));
         }
-        let response = request.send().await.map_err(|e| self.classify(e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.classify(e, deadline))?;
         let status = response.status();
         let session_cookie = response
             .headers()
@@ -183,7 +190,10 @@ impl Transport {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(session_cookie_value);
-        let body = response.bytes().await.map_err(|e| self.classify(e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.classify(e, deadline))?;
         if status.is_success() || status.as_u16() == 500 {
             return Ok(Reply {
                 body,
@@ -202,12 +212,12 @@ impl Transport {
         }))
     }
 
-    fn classify(&self, e: reqwest::Error) -> Attempt {
+    fn classify(&self, e: reqwest::Error, deadline: Duration) -> Attempt {
         let host = self.host.clone();
         if e.is_timeout() {
             return Attempt::Failed(Error::Timeout {
                 host,
-                after: self.deadline,
+                after: deadline,
             });
         }
         if let Some(tls) = find_tls_error(&e) {

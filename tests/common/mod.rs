@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 pub mod services;
 
-use vpoller::vsphere::{Credentials, Endpoint, Password, Session, SessionOptions, TlsMode};
+use vpoller::vsphere::{Client, Credentials, Endpoint, Password, SessionOptions, TlsMode};
 
 pub fn project_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -104,7 +104,7 @@ impl Simulator {
         }
     }
 
-    pub async fn session(&self) -> Session {
+    pub async fn session(&self) -> Client {
         connect(&self.endpoint(), "user", "pass").await
     }
 
@@ -159,7 +159,7 @@ impl Drop for Simulator {
     }
 }
 
-pub async fn connect(endpoint: &Endpoint, user: &str, password: &str) -> Session {
+pub async fn connect(endpoint: &Endpoint, user: &str, password: &str) -> Client {
     try_connect(endpoint, user, password)
         .await
         .unwrap_or_else(|e| panic!("connect to {}: {e}", endpoint.url))
@@ -169,12 +169,12 @@ pub async fn try_connect(
     endpoint: &Endpoint,
     user: &str,
     password: &str,
-) -> Result<Session, vpoller::vsphere::Error> {
+) -> Result<Client, vpoller::vsphere::Error> {
     let credentials = Credentials {
         user: user.to_string(),
         password: Password::new(password),
     };
-    Session::connect(endpoint, credentials, SessionOptions::default()).await
+    Client::connect(endpoint, credentials, SessionOptions::default()).await
 }
 
 /// The SHA-256 thumbprint of the first certificate in a PEM file.

@@ -1,0 +1,313 @@
+//! One vCenter (or ESXi host) as the rest of vpoller sees it: the
+//! [`Session`] and the state kept per vCenter on top of it, the shared
+//! container [`Views`], the [`NameIndex`], the perf [`CounterCache`], and
+//! the work that runs in the background for it (the keep-alive).
+//!
+//! Each concern is its own module over the session; this type only puts
+//! them together and owns their lifetime. [`Client::shutdown`] stops the
+//! background work first, then destroys the views, then logs out.
+
+use serde_json::Value;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+use super::collector::{self, ObjectContent};
+use super::fault::Result;
+use super::guard::Guards;
+use super::inventory::{NameIndex, Query};
+use super::moref::MoRef;
+use super::performance::{CounterCache, PerfCounters};
+use super::session::{Credentials, Session, SessionOptions};
+use super::soap::Endpoint;
+use super::view::{self, Views};
+
+/// The vSphere client of one agent. Cloning is cheap and shares it.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    session: Session,
+    views: Views,
+    index: NameIndex,
+    counters: CounterCache,
+    background: Background,
+}
+
+/// Tasks that run for a client; stopped when it shuts down, and aborted
+/// if it is dropped without that.
+#[derive(Default)]
+struct Background {
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Background {
+    fn add(&self, task: JoinHandle<()>) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    fn stop(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Client {
+    /// Connects and logs in, with guards of its own (one-shot commands).
+    pub async fn connect(
+        endpoint: &Endpoint,
+        credentials: Credentials,
+        options: SessionOptions,
+    ) -> Result<Client> {
+        Client::connect_guarded(endpoint, credentials, options, Arc::default()).await
+    }
+
+    /// Connects under an agent's guards (see [`Session::connect_guarded`]).
+    pub async fn connect_guarded(
+        endpoint: &Endpoint,
+        credentials: Credentials,
+        options: SessionOptions,
+        guards: Arc<Guards>,
+    ) -> Result<Client> {
+        let session = Session::connect_guarded(endpoint, credentials, options, guards).await?;
+        let client = Client {
+            inner: Arc::new(Inner {
+                session,
+                views: Views::default(),
+                index: NameIndex::default(),
+                counters: CounterCache::default(),
+                background: Background::default(),
+            }),
+        };
+        client.start_keepalive();
+        Ok(client)
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.inner.session
+    }
+
+    pub fn views(&self) -> &Views {
+        &self.inner.views
+    }
+
+    /// `host:port`, for messages.
+    pub fn host(&self) -> &str {
+        self.inner.session.host()
+    }
+
+    pub fn about(&self) -> &Value {
+        self.inner.session.about()
+    }
+
+    pub fn content(&self) -> &Value {
+        self.inner.session.content()
+    }
+
+    pub fn manager(&self, name: &str) -> Result<MoRef> {
+        self.inner.session.manager(name)
+    }
+
+    /// How many Login calls, and SOAP calls in all, the session has made.
+    pub fn logins(&self) -> u64 {
+        self.inner.session.logins()
+    }
+
+    pub fn calls(&self) -> u64 {
+        self.inner.session.calls()
+    }
+
+    /// Any vim25 method, with the default deadline.
+    pub async fn invoke(&self, method: &str, this: &MoRef, args: &Value) -> Result<Value> {
+        self.inner.session.invoke(method, this, args).await
+    }
+
+    /// Any vim25 method, with a deadline of its own (a long poll).
+    pub async fn invoke_within(
+        &self,
+        deadline: Duration,
+        method: &str,
+        this: &MoRef,
+        args: &Value,
+    ) -> Result<Value> {
+        self.inner
+            .session
+            .invoke_within(deadline, method, this, args)
+            .await
+    }
+
+    pub async fn retrieve(
+        &self,
+        filter: &Value,
+        page_size: u32,
+        on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
+    ) -> Result<usize> {
+        collector::retrieve(&self.inner.session, filter, page_size, on_object).await
+    }
+
+    pub async fn retrieve_all(&self, filter: &Value) -> Result<Vec<ObjectContent>> {
+        collector::retrieve_all(&self.inner.session, filter).await
+    }
+
+    pub async fn get_objects(
+        &self,
+        objects: &[MoRef],
+        paths: &[String],
+    ) -> Result<Vec<ObjectContent>> {
+        collector::get_objects(&self.inner.session, objects, paths).await
+    }
+
+    pub async fn get_objects_by_type(
+        &self,
+        objects: &[MoRef],
+        paths: &std::collections::HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ObjectContent>> {
+        collector::get_objects_by_type(&self.inner.session, objects, paths).await
+    }
+
+    pub async fn discover(
+        &self,
+        kind: &str,
+        paths: &[String],
+        on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
+    ) -> Result<usize> {
+        collector::discover(
+            &self.inner.session,
+            &self.inner.views,
+            kind,
+            paths,
+            on_object,
+        )
+        .await
+    }
+
+    pub async fn find(&self, kind: &str, path: &str, value: &Value) -> Result<Option<MoRef>> {
+        collector::find(&self.inner.session, &self.inner.views, kind, path, value).await
+    }
+
+    /// Through the name index (see [`NameIndex::find`]).
+    pub async fn find_indexed(
+        &self,
+        kind: &str,
+        path: &str,
+        value: &Value,
+        fresh: bool,
+    ) -> Result<Option<MoRef>> {
+        let query = Query { kind, path, value };
+        let ttl = self.inner.session.options().index_ttl;
+        self.inner
+            .index
+            .find(&self.inner.session, &self.inner.views, ttl, &query, fresh)
+            .await
+    }
+
+    /// Through the name index (see [`NameIndex::lookup`]).
+    pub async fn lookup(
+        &self,
+        kind: &str,
+        path: &str,
+        value: &Value,
+        paths: &[String],
+    ) -> Result<Option<ObjectContent>> {
+        let query = Query { kind, path, value };
+        let ttl = self.inner.session.options().index_ttl;
+        self.inner
+            .index
+            .lookup(&self.inner.session, &self.inner.views, ttl, &query, paths)
+            .await
+    }
+
+    pub async fn perf_counters(&self) -> Result<Arc<PerfCounters>> {
+        self.inner.counters.get(&self.inner.session).await
+    }
+
+    pub async fn container_view(&self, container: Option<&MoRef>, types: &[&str]) -> Result<MoRef> {
+        self.inner
+            .views
+            .container_view(&self.inner.session, container, types)
+            .await
+    }
+
+    /// CreateContainerView, uncached; the caller destroys it.
+    pub async fn create_container_view(
+        &self,
+        container: &MoRef,
+        types: &[&str],
+        recursive: bool,
+    ) -> Result<MoRef> {
+        view::create_container_view(&self.inner.session, container, types, recursive).await
+    }
+
+    pub async fn create_list_view(&self, objects: &[MoRef]) -> Result<MoRef> {
+        view::create_list_view(&self.inner.session, objects).await
+    }
+
+    pub async fn destroy_view(&self, view: &MoRef) -> Result<()> {
+        view::destroy_view(&self.inner.session, view).await
+    }
+
+    /// Keeps an idle session alive and notices a lost one early, by reading
+    /// `SessionManager.currentSession`.
+    pub async fn keepalive(&self) -> Result<()> {
+        let manager = self.manager("sessionManager")?;
+        self.get_objects(
+            std::slice::from_ref(&manager),
+            &["currentSession".to_string()],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Stops what runs in the background, destroys the shared views, and
+    /// logs out. Safe to call twice.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner.background.stop();
+        self.inner.views.destroy_all(&self.inner.session).await;
+        self.inner.session.logout().await
+    }
+
+    fn start_keepalive(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let task = runtime.spawn(keepalive_loop(Arc::downgrade(&self.inner)));
+        self.inner.background.add(task);
+    }
+}
+
+/// Calls the keep-alive whenever the session has been idle for the
+/// configured time; ends with the client.
+async fn keepalive_loop(inner: Weak<Inner>) {
+    loop {
+        let interval = match inner.upgrade() {
+            Some(i) => i.session.options().keepalive,
+            None => return,
+        };
+        tokio::time::sleep(interval / 4).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let session = &inner.session;
+        if !session.is_logged_in() || session.idle_for() < interval {
+            continue;
+        }
+        let client = Client { inner };
+        if let Err(e) = client.keepalive().await {
+            tracing::warn!(host = %client.host(), "vSphere keep-alive failed: {e}");
+        }
+    }
+}
