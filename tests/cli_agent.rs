@@ -419,12 +419,30 @@ fn a_vconnector_database_is_imported() {
     );
 }
 
+/// The reply once `seen` says the running host has caught up with a change
+/// to the registry (it re-reads it every half second).
+async fn once_seen(
+    host: &Arc<MethodHost>,
+    request: Value,
+    seen: impl Fn(&vpoller::methods::Reply) -> bool,
+) -> vpoller::methods::Reply {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let reply = host.handle(request.clone()).await;
+        if seen(&reply) || std::time::Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_host_sees_agents_added_changed_and_disabled() {
     let r = Registry::new();
     let agents = Arc::new(
         RegistryAgents::open(&r.db(), &r.key(), Duration::from_secs(10)).expect("registry"),
     );
+    agents.keep_current().expect("refresher");
     let dirs = MethodDirs {
         builtin: Some(common::project_dir().join("methods")),
         admin: vec![],
@@ -441,16 +459,20 @@ async fn a_running_host_sees_agents_added_changed_and_disabled() {
     );
 
     assert!(r.add_simulator("later", SECRET).status.success());
-    let reply = host.handle(about("later")).await;
+    let reply = once_seen(&host, about("later"), |r| r.success).await;
     assert!(reply.success, "{reply:?}");
 
     assert!(r.run(&["disable", "-H", "later"], None).status.success());
-    let reply = host.handle(about("later")).await;
+    let reply = once_seen(&host, about("later"), |r| !r.success).await;
     assert!(!reply.success);
     assert!(reply.msg.contains("later is disabled"), "{}", reply.msg);
 
     assert!(r.run(&["enable", "-H", "later"], None).status.success());
-    assert!(host.handle(about("later")).await.success);
+    assert!(
+        once_seen(&host, about("later"), |r| r.success)
+            .await
+            .success
+    );
     let first = agents.sessions();
     assert_eq!(first.len(), 1);
 
@@ -463,7 +485,7 @@ async fn a_running_host_sees_agents_added_changed_and_disabled() {
         .status
         .success()
     );
-    let reply = host.handle(about("later")).await;
+    let reply = once_seen(&host, about("later"), |r| !r.success).await;
     assert!(
         !reply.success && reply.msg.contains("login failed"),
         "{reply:?}"
@@ -473,7 +495,11 @@ async fn a_running_host_sees_agents_added_changed_and_disabled() {
             .status
             .success()
     );
-    assert!(host.handle(about("later")).await.success);
+    assert!(
+        once_seen(&host, about("later"), |r| r.success)
+            .await
+            .success
+    );
     agents.logout_all().await;
 }
 

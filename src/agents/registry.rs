@@ -11,6 +11,7 @@
 //! failed first login, so the memory cannot live in a session), and new
 //! login details start with fresh guards.
 
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,9 +50,14 @@ struct Snapshot {
     agents: HashMap<String, (AgentRecord, Result<Password, String>)>,
 }
 
+/// How often the registry is checked for changes by other processes.
+pub const REFRESH_EVERY: Duration = Duration::from_millis(500);
+
 pub struct RegistryAgents {
-    store: Mutex<Store>,
-    snapshot: Mutex<Snapshot>,
+    /// Used by the refresher and to record logins; never by a request.
+    store: Arc<Mutex<Store>>,
+    /// What requests read: the agents as last read, swapped whole.
+    snapshot: ArcSwap<Snapshot>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     options: SessionOptions,
     guard_options: GuardOptions,
@@ -62,8 +68,8 @@ impl RegistryAgents {
     pub fn open(db: &Path, key_file: &Path, deadline: Duration) -> Result<RegistryAgents, String> {
         let store = Store::open(db, Some(key_file))?;
         let agents = RegistryAgents {
-            store: Mutex::new(store),
-            snapshot: Mutex::new(Snapshot::default()),
+            store: Arc::new(Mutex::new(store)),
+            snapshot: ArcSwap::default(),
             slots: Mutex::new(HashMap::new()),
             options: SessionOptions::default(),
             guard_options: GuardOptions::default(),
@@ -85,6 +91,27 @@ impl RegistryAgents {
         self
     }
 
+    /// Keeps the agents current from a thread of its own: every
+    /// [`REFRESH_EVERY`], a cheap look at SQLite's `data_version`, and a
+    /// re-read when another process committed. Requests only ever read the
+    /// snapshot. Ends when the registry is dropped.
+    pub fn keep_current(self: &Arc<Self>) -> Result<(), String> {
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("vpoller-registry".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(REFRESH_EVERY);
+                    let Some(agents) = weak.upgrade() else { return };
+                    if let Err(e) = agents.refresh() {
+                        tracing::warn!("cannot re-read the agent registry: {e}");
+                    }
+                }
+            })
+            .map(|_| ())
+            .map_err(|e| format!("cannot start the registry refresher: {e}"))
+    }
+
     /// Re-reads the agents if the database changed since the last read.
     pub fn refresh(&self) -> Result<(), String> {
         let store = self
@@ -92,11 +119,7 @@ impl RegistryAgents {
             .lock()
             .map_err(|_| "agent store poisoned".to_string())?;
         let version = store.data_version()?;
-        let mut snapshot = self
-            .snapshot
-            .lock()
-            .map_err(|_| "agent cache poisoned".to_string())?;
-        if snapshot.version == Some(version) {
+        if self.snapshot.load().version == Some(version) {
             return Ok(());
         }
         let mut agents = HashMap::new();
@@ -104,25 +127,16 @@ impl RegistryAgents {
             let password = store.password(&record.hostname);
             agents.insert(record.hostname.clone(), (record, password));
         }
-        *snapshot = Snapshot {
+        self.snapshot.store(Arc::new(Snapshot {
             version: Some(version),
             agents,
-        };
+        }));
         Ok(())
     }
 
+    /// The agent as last read.
     fn lookup(&self, hostname: &str) -> Result<(AgentRecord, Password), String> {
-        self.refresh()?;
-        self.lookup_known(hostname)
-    }
-
-    /// As [`lookup`](Self::lookup), from the agents as last read: a
-    /// request's `check` has just re-read them.
-    fn lookup_known(&self, hostname: &str) -> Result<(AgentRecord, Password), String> {
-        let snapshot = self
-            .snapshot
-            .lock()
-            .map_err(|_| "agent cache poisoned".to_string())?;
+        let snapshot = self.snapshot.load();
         match snapshot.agents.get(hostname) {
             None => Err("Unknown or missing agent name".into()),
             Some((record, _)) if !record.enabled => Err(format!(
@@ -180,9 +194,20 @@ impl RegistryAgents {
         fresh
     }
 
-    fn record_login(&self, hostname: &str, outcome: Result<(), &str>) {
-        if let Ok(store) = self.store.lock() {
-            store.record_login(hostname, outcome);
+    /// Notes the outcome of a login in the registry, on a blocking thread.
+    fn record_login(&self, hostname: &str, outcome: Result<(), String>) {
+        let (store, hostname) = (self.store.clone(), hostname.to_string());
+        let write = move || {
+            if let Ok(store) = store.lock() {
+                store.record_login(
+                    &hostname,
+                    outcome.as_ref().copied().map_err(String::as_str),
+                );
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 }
@@ -198,7 +223,7 @@ impl Agents for RegistryAgents {
     ) -> Pin<Box<dyn Future<Output = Result<Client, crate::vsphere::Error>> + Send + 'a>> {
         Box::pin(async move {
             let (record, password) = self
-                .lookup_known(hostname)
+                .lookup(hostname)
                 .map_err(crate::vsphere::Error::Config)?;
             let details = LoginDetails {
                 url: record.sdk_url(),
@@ -210,6 +235,10 @@ impl Agents for RegistryAgents {
             let result = slot
                 .session
                 .get_or_try_init(|| async {
+                    // Refused at once, without a Login: nothing new to record.
+                    if let Some(remembered) = slot.guards.login_blocked() {
+                        return Err(remembered);
+                    }
                     let endpoint = Endpoint {
                         url: slot.details.url.clone(),
                         tls: slot.details.tls.clone(),
@@ -226,8 +255,12 @@ impl Agents for RegistryAgents {
                         slot.guards.clone(),
                     )
                     .await;
-                    let recorded = outcome.as_ref().map(|_| ()).map_err(|e| e.to_string());
-                    self.record_login(hostname, recorded.as_ref().copied().map_err(String::as_str));
+                    if !matches!(outcome, Err(crate::vsphere::Error::Unavailable { .. })) {
+                        self.record_login(
+                            hostname,
+                            outcome.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+                        );
+                    }
                     outcome
                 })
                 .await;

@@ -89,6 +89,7 @@ pub(crate) fn method_service(
             .with_options(options)
             .with_guard_options(config.guards.clone()),
     );
+    agents.keep_current()?;
     let host = MethodHost::new(dirs, config.limits.clone(), agents.clone());
     host.watch()?;
     Ok((agents, Arc::new(Dispatcher::new(host))))
