@@ -199,10 +199,7 @@ impl RegistryAgents {
         let (store, hostname) = (self.store.clone(), hostname.to_string());
         let write = move || {
             if let Ok(store) = store.lock() {
-                store.record_login(
-                    &hostname,
-                    outcome.as_ref().copied().map_err(String::as_str),
-                );
+                store.record_login(&hostname, outcome.as_ref().copied().map_err(String::as_str));
             }
         };
         match tokio::runtime::Handle::try_current() {

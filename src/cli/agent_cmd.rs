@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::secret::{PASSWORD_ENV, read_password};
 use super::target::TlsArgs;
@@ -163,21 +163,7 @@ fn tls_change(tls: &TlsArgs) -> Result<Option<crate::vsphere::TlsMode>, String> 
 
 pub async fn run(command: AgentCommand) -> Result<bool, String> {
     match command {
-        AgentCommand::Init { registry } => {
-            let (store, created_key) = Store::init(&registry.db, &registry.key_file)?;
-            println!("Initialised agent database {}", store.path().display());
-            if created_key {
-                println!(
-                    "Created key file {} (mode 0600); keep it: without it the stored passwords cannot be read",
-                    registry.key_file.display()
-                );
-            } else {
-                println!(
-                    "Using the existing key file {}",
-                    registry.key_file.display()
-                );
-            }
-        }
+        AgentCommand::Init { registry } => init(&registry)?,
         AgentCommand::Add {
             registry,
             host,
@@ -187,26 +173,16 @@ pub async fn run(command: AgentCommand) -> Result<bool, String> {
             tls,
             disabled,
         } => {
-            let store = Store::open(&registry.db, Some(&registry.key_file))?;
             let record = AgentRecord {
                 hostname: host.host.clone(),
                 url,
-                username: user.clone(),
+                username: user,
                 enabled: !disabled,
                 tls: tls.mode()?,
                 last_login: None,
                 last_error: None,
             };
-            if store.get(&host.host).is_ok() {
-                return Err(format!(
-                    "agent {} already exists in {}; change it with `vpoller agent update`",
-                    host.host,
-                    registry.db.display()
-                ));
-            }
-            let secret = password.read(&user, &host.host)?;
-            store.add(&record, &secret)?;
-            println!("Added agent {}", host.host);
+            add(&registry, record, &password)?
         }
         AgentCommand::Update {
             registry,
@@ -217,22 +193,13 @@ pub async fn run(command: AgentCommand) -> Result<bool, String> {
             password,
             tls,
         } => {
-            let store = Store::open(&registry.db, Some(&registry.key_file))?;
-            let current = store.get(&host.host)?;
-            let secret = if new_password || password.given() {
-                let who = user.as_deref().unwrap_or(&current.username);
-                Some(password.read(who, &host.host)?)
-            } else {
-                None
+            let changes = Requested {
+                user,
+                url,
+                new_password,
+                tls,
             };
-            let changes = AgentChanges {
-                url: url.map(Some),
-                username: user,
-                password: secret,
-                tls: tls_change(&tls)?,
-            };
-            store.update(&host.host, changes)?;
-            println!("Updated agent {}", host.host);
+            update(&registry, &host.host, changes, &password)?
         }
         AgentCommand::Remove { registry, host } => {
             Store::open(&registry.db, None)?.remove(&host.host)?;
@@ -267,53 +234,127 @@ pub async fn run(command: AgentCommand) -> Result<bool, String> {
             registry,
             host,
             timeout,
-        } => {
-            let store = Store::open(&registry.db, Some(&registry.key_file))?;
-            let record = store.get(&host.host)?;
-            let password = store.password(&host.host)?;
-            let endpoint = Endpoint {
-                url: record.sdk_url(),
-                tls: record.tls.clone(),
-                deadline: super::positive_seconds("--timeout", timeout)?,
-            };
-            let credentials = Credentials {
-                user: record.username.clone(),
-                password,
-            };
-            match Session::connect(&endpoint, credentials, SessionOptions::default()).await {
-                Ok(session) => {
-                    store.record_login(&host.host, Ok(()));
-                    let about =
-                        serde_json::to_string_pretty(session.about()).map_err(|e| e.to_string())?;
-                    println!("{about}");
-                    session.logout().await.map_err(|e| e.to_string())?;
-                    if !record.enabled {
-                        eprintln!("vpoller: note: agent {} is disabled", host.host);
-                    }
-                }
-                Err(e) => {
-                    store.record_login(&host.host, Err(&e.to_string()));
-                    return Err(e.to_string());
-                }
-            }
-        }
+        } => test(&registry, &host.host, timeout).await?,
         AgentCommand::Import {
             registry,
             vconnector,
-        } => {
-            let store = Store::open(&registry.db, Some(&registry.key_file))?;
-            let (imported, skipped) = store.import_vconnector(&vconnector)?;
-            println!("Imported {imported} agents from {}", vconnector.display());
-            if !skipped.is_empty() {
-                println!(
-                    "Skipped {} already registered: {}",
-                    skipped.len(),
-                    skipped.join(", ")
-                );
-            }
-        }
+        } => import(&registry, &vconnector)?,
     }
     Ok(true)
+}
+
+fn init(registry: &RegistryArgs) -> Result<(), String> {
+    let (store, created_key) = Store::init(&registry.db, &registry.key_file)?;
+    println!("Initialised agent database {}", store.path().display());
+    if created_key {
+        println!(
+            "Created key file {} (mode 0600); keep it: without it the stored passwords cannot be read",
+            registry.key_file.display()
+        );
+    } else {
+        println!(
+            "Using the existing key file {}",
+            registry.key_file.display()
+        );
+    }
+    Ok(())
+}
+
+fn add(
+    registry: &RegistryArgs,
+    record: AgentRecord,
+    password: &PasswordArgs,
+) -> Result<(), String> {
+    let store = Store::open(&registry.db, Some(&registry.key_file))?;
+    if store.get(&record.hostname).is_ok() {
+        return Err(format!(
+            "agent {} already exists in {}; change it with `vpoller agent update`",
+            record.hostname,
+            registry.db.display()
+        ));
+    }
+    let secret = password.read(&record.username, &record.hostname)?;
+    store.add(&record, &secret)?;
+    println!("Added agent {}", record.hostname);
+    Ok(())
+}
+
+/// What `vpoller agent update` was asked to change.
+struct Requested {
+    user: Option<String>,
+    url: Option<String>,
+    new_password: bool,
+    tls: TlsArgs,
+}
+
+fn update(
+    registry: &RegistryArgs,
+    host: &str,
+    requested: Requested,
+    password: &PasswordArgs,
+) -> Result<(), String> {
+    let store = Store::open(&registry.db, Some(&registry.key_file))?;
+    let current = store.get(host)?;
+    let secret = if requested.new_password || password.given() {
+        let who = requested.user.as_deref().unwrap_or(&current.username);
+        Some(password.read(who, host)?)
+    } else {
+        None
+    };
+    let changes = AgentChanges {
+        url: requested.url.map(Some),
+        username: requested.user,
+        password: secret,
+        tls: tls_change(&requested.tls)?,
+    };
+    store.update(host, changes)?;
+    println!("Updated agent {}", host);
+    Ok(())
+}
+
+async fn test(registry: &RegistryArgs, host: &str, timeout: f64) -> Result<(), String> {
+    let store = Store::open(&registry.db, Some(&registry.key_file))?;
+    let record = store.get(host)?;
+    let password = store.password(host)?;
+    let endpoint = Endpoint {
+        url: record.sdk_url(),
+        tls: record.tls.clone(),
+        deadline: super::positive_seconds("--timeout", timeout)?,
+    };
+    let credentials = Credentials {
+        user: record.username.clone(),
+        password,
+    };
+    match Session::connect(&endpoint, credentials, SessionOptions::default()).await {
+        Ok(session) => {
+            store.record_login(host, Ok(()));
+            let about = serde_json::to_string_pretty(session.about()).map_err(|e| e.to_string())?;
+            println!("{about}");
+            session.logout().await.map_err(|e| e.to_string())?;
+            if !record.enabled {
+                eprintln!("vpoller: note: agent {} is disabled", host);
+            }
+        }
+        Err(e) => {
+            store.record_login(host, Err(&e.to_string()));
+            return Err(e.to_string());
+        }
+    }
+    Ok(())
+}
+
+fn import(registry: &RegistryArgs, vconnector: &Path) -> Result<(), String> {
+    let store = Store::open(&registry.db, Some(&registry.key_file))?;
+    let (imported, skipped) = store.import_vconnector(vconnector)?;
+    println!("Imported {imported} agents from {}", vconnector.display());
+    if !skipped.is_empty() {
+        println!(
+            "Skipped {} already registered: {}",
+            skipped.len(),
+            skipped.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn print_table(agents: &[AgentRecord]) {

@@ -206,126 +206,139 @@ impl UserData for Ctx {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_async_method(
-            "discover",
-            |lua, this, (kind, properties): (String, Value)| async move {
-                let paths = strings(properties, "properties")?;
-                let rows = this
-                    .core(move |s| async move {
-                        let mut rows = Vec::new();
-                        s.discover(&kind, &paths, |o| {
-                            rows.push(o.into_row());
-                            ControlFlow::Continue(())
-                        })
-                        .await?;
-                        Ok(rows)
-                    })
-                    .await?;
-                to_lua(&lua, &Json::Array(rows))
-            },
-        );
-
-        methods.add_async_method(
-            "find",
-            |lua, this, (kind, property, value, fresh): (String, String, Value, Option<bool>)| async move {
-                let value = from_lua(&lua, value)?;
-                let fresh = fresh.unwrap_or(false);
-                let found = this
-                    .core(move |s| async move { s.find_indexed(&kind, &property, &value, fresh).await })
-                    .await?;
-                match found {
-                    Some(r) => to_lua(&lua, &r.to_json()),
-                    None => Ok(Value::Nil),
-                }
-            },
-        );
-
-        methods.add_async_method(
-            "lookup",
-            |lua, this, (kind, property, value, properties): (String, String, Value, Value)| async move {
-                let value = from_lua(&lua, value)?;
-                let mut paths = strings(properties, "properties")?;
-                if !paths.contains(&property) {
-                    paths.push(property.clone());
-                }
-                let found = this
-                    .core(move |s| async move { s.lookup(&kind, &property, &value, &paths).await })
-                    .await?;
-                match found {
-                    Some(row) => to_lua(&lua, &row.into_row()),
-                    None => Ok(Value::Nil),
-                }
-            },
-        );
-
-        methods.add_async_method(
-            "get",
-            |lua, this, (objects, properties): (Value, Value)| async move {
-                let objects = refs(objects)?;
-                let paths = paths_by_type(properties)?;
-                let order = objects.clone();
-                let mut rows = this
-                    .core(move |s| async move {
-                        match paths {
-                            Paths::Same(p) => s.get_objects(&objects, &p).await,
-                            Paths::ByType(p) => s.get_objects_by_type(&objects, &p).await,
-                        }
-                    })
-                    .await?;
-                // In the order asked for, whatever order the server used.
-                rows.sort_by_key(|o| order.iter().position(|r| *r == o.obj));
-                let rows: Vec<Json> = rows.into_iter().map(|o| o.into_row()).collect();
-                to_lua(&lua, &Json::Array(rows))
-            },
-        );
-
-        methods.add_async_method("counter_id", |_, this, name: String| async move {
-            let counters = this
-                .core(|s| async move { s.perf_counters().await })
-                .await?;
-            Ok(counters.key(&name))
-        });
-
-        methods.add_async_method("counter_name", |_, this, key: i64| async move {
-            let counters = this
-                .core(|s| async move { s.perf_counters().await })
-                .await?;
-            Ok(counters.name(key).map(str::to_string))
-        });
-
-        methods.add_async_method("counters", |lua, this, ()| async move {
-            let counters = this
-                .core(|s| async move { s.perf_counters().await })
-                .await?;
-            to_lua(&lua, &Json::Array(counters.list.clone()))
-        });
-
-        methods.add_async_method("about", |lua, this, ()| async move {
-            let session = this.session().await?;
-            to_lua(&lua, session.about())
-        });
-
-        methods.add_async_method("content", |lua, this, ()| async move {
-            let session = this.session().await?;
-            to_lua(&lua, session.content())
-        });
-
-        methods.add_async_method(
-            "call",
-            |lua, this, (object, method, args): (Value, String, Value)| async move {
-                let target = refs(object)?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| mlua::Error::RuntimeError("call needs an object".into()))?;
-                let args = match args {
-                    Value::Nil => Json::Null,
-                    other => from_lua(&lua, other)?,
-                };
-                let out = this
-                    .core(move |s| async move { s.invoke(&method, &target, &args).await })
-                    .await?;
-                to_lua(&lua, &out)
-            },
-        );
+        add_inventory_methods(methods);
+        add_counter_methods(methods);
+        add_host_methods(methods);
     }
+}
+
+/// discover, find, lookup, get: objects and their properties.
+fn add_inventory_methods<M: UserDataMethods<Ctx>>(methods: &mut M) {
+    methods.add_async_method(
+        "discover",
+        |lua, this, (kind, properties): (String, Value)| async move {
+            let paths = strings(properties, "properties")?;
+            let rows = this
+                .core(move |s| async move {
+                    let mut rows = Vec::new();
+                    s.discover(&kind, &paths, |o| {
+                        rows.push(o.into_row());
+                        ControlFlow::Continue(())
+                    })
+                    .await?;
+                    Ok(rows)
+                })
+                .await?;
+            to_lua(&lua, &Json::Array(rows))
+        },
+    );
+
+    methods.add_async_method(
+        "find",
+        |lua, this, (kind, property, value, fresh): (String, String, Value, Option<bool>)| async move {
+            let value = from_lua(&lua, value)?;
+            let fresh = fresh.unwrap_or(false);
+            let found = this
+                .core(move |s| async move { s.find_indexed(&kind, &property, &value, fresh).await })
+                .await?;
+            match found {
+                Some(r) => to_lua(&lua, &r.to_json()),
+                None => Ok(Value::Nil),
+            }
+        },
+    );
+
+    methods.add_async_method(
+        "lookup",
+        |lua, this, (kind, property, value, properties): (String, String, Value, Value)| async move {
+            let value = from_lua(&lua, value)?;
+            let mut paths = strings(properties, "properties")?;
+            if !paths.contains(&property) {
+                paths.push(property.clone());
+            }
+            let found = this
+                .core(move |s| async move { s.lookup(&kind, &property, &value, &paths).await })
+                .await?;
+            match found {
+                Some(row) => to_lua(&lua, &row.into_row()),
+                None => Ok(Value::Nil),
+            }
+        },
+    );
+
+    methods.add_async_method(
+        "get",
+        |lua, this, (objects, properties): (Value, Value)| async move {
+            let objects = refs(objects)?;
+            let paths = paths_by_type(properties)?;
+            let order = objects.clone();
+            let mut rows = this
+                .core(move |s| async move {
+                    match paths {
+                        Paths::Same(p) => s.get_objects(&objects, &p).await,
+                        Paths::ByType(p) => s.get_objects_by_type(&objects, &p).await,
+                    }
+                })
+                .await?;
+            // In the order asked for, whatever order the server used.
+            rows.sort_by_key(|o| order.iter().position(|r| *r == o.obj));
+            let rows: Vec<Json> = rows.into_iter().map(|o| o.into_row()).collect();
+            to_lua(&lua, &Json::Array(rows))
+        },
+    );
+}
+
+/// counter_id, counter_name, counters: the perf counter table.
+fn add_counter_methods<M: UserDataMethods<Ctx>>(methods: &mut M) {
+    methods.add_async_method("counter_id", |_, this, name: String| async move {
+        let counters = this
+            .core(|s| async move { s.perf_counters().await })
+            .await?;
+        Ok(counters.key(&name))
+    });
+
+    methods.add_async_method("counter_name", |_, this, key: i64| async move {
+        let counters = this
+            .core(|s| async move { s.perf_counters().await })
+            .await?;
+        Ok(counters.name(key).map(str::to_string))
+    });
+
+    methods.add_async_method("counters", |lua, this, ()| async move {
+        let counters = this
+            .core(|s| async move { s.perf_counters().await })
+            .await?;
+        to_lua(&lua, &Json::Array(counters.list.clone()))
+    });
+}
+
+/// about, content, call: the host itself, and any vim25 method.
+fn add_host_methods<M: UserDataMethods<Ctx>>(methods: &mut M) {
+    methods.add_async_method("about", |lua, this, ()| async move {
+        let session = this.session().await?;
+        to_lua(&lua, session.about())
+    });
+
+    methods.add_async_method("content", |lua, this, ()| async move {
+        let session = this.session().await?;
+        to_lua(&lua, session.content())
+    });
+
+    methods.add_async_method(
+        "call",
+        |lua, this, (object, method, args): (Value, String, Value)| async move {
+            let target = refs(object)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| mlua::Error::RuntimeError("call needs an object".into()))?;
+            let args = match args {
+                Value::Nil => Json::Null,
+                other => from_lua(&lua, other)?,
+            };
+            let out = this
+                .core(move |s| async move { s.invoke(&method, &target, &args).await })
+                .await?;
+            to_lua(&lua, &out)
+        },
+    );
 }

@@ -86,7 +86,34 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
     )?;
     lua.set_app_data(lib_dirs);
     lua.set_app_data(Budget::new("(no script)", &Limits::default()));
+    let base = safe_base(&lua)?;
+    install_guarded_calls(&lua, &base)?;
+    lua.set_named_registry_value("vpoller.base", base)?;
+    lua.set_named_registry_value("vpoller.loaded", lua.create_table()?)?;
+    lua.set_global_hook(
+        HookTriggers::new().every_nth_instruction(HOOK_STEP),
+        charge_budget,
+    )?;
+    // Drop the real globals: scripts only ever see their own environments.
+    let globals = lua.globals();
+    for name in [
+        "os",
+        "load",
+        "dofile",
+        "loadfile",
+        "collectgarbage",
+        "require",
+        "package",
+    ] {
+        globals.set(name, Value::Nil)?;
+    }
+    lua.set_memory_limit(memory_limit)?;
+    Ok(lua)
+}
 
+/// What every script's environment reads through to: the safe part of the
+/// standard library, and vpoller's own functions.
+fn safe_base(lua: &Lua) -> mlua::Result<Table> {
     let globals = lua.globals();
     let string: Table = globals.get("string")?;
     string.set("dump", Value::Nil)?;
@@ -95,7 +122,6 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
     for name in ["time", "clock", "date"] {
         safe_os.set(name, os.get::<Value>(name)?)?;
     }
-
     let base = lua.create_table()?;
     for name in [
         "assert",
@@ -113,10 +139,11 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
         "tostring",
         "type",
         "_VERSION",
+        "string",
+        "table",
+        "math",
+        "utf8",
     ] {
-        base.set(name, globals.get::<Value>(name)?)?;
-    }
-    for name in ["string", "table", "math", "utf8"] {
         base.set(name, globals.get::<Value>(name)?)?;
     }
     base.set("os", safe_os)?;
@@ -127,70 +154,20 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
     base.set("require", lua.create_function(require)?)?;
     base.set("load", lua.create_function(load_text)?)?;
     base.set("print", lua.create_function(print)?)?;
-    base.set("vpoller", vpoller_module(&lua)?)?;
+    base.set("vpoller", vpoller_module(lua)?)?;
+    Ok(base)
+}
 
-    // pcall/xpcall must not swallow a spent limit, and getmetatable must not
-    // hand out the shared string metatable.
+/// `pcall`/`xpcall` that cannot swallow a spent limit, a `getmetatable`
+/// that does not hand out the shared string metatable, and the wrapper
+/// that gives scripts `ctx` (see [`GUARDS`]).
+fn install_guarded_calls(lua: &Lua, base: &Table) -> mlua::Result<()> {
+    let globals = lua.globals();
     let spent = lua.create_function(|lua, ()| {
         Ok(lua.app_data_ref::<Budget>().and_then(|b| b.spent.clone()))
     })?;
     let wrappers: Function = lua
-        .load(
-            r#"
-            local raw_pcall, raw_xpcall, raw_getmetatable, spent, error, type, tostring, setmetatable, pack, unpack, describe = ...
-            -- A failed ctx call raises a table: kind, message, reason, agent,
-            -- and fault and host where known. It prints as its message.
-            local failure_meta = {
-              __tostring = function(e) return e.message end,
-              __concat = function(a, b) return tostring(a) .. tostring(b) end,
-              __metatable = false,
-            }
-            local function check(...)
-              local s = spent()
-              if s then error(s, 0) end
-              return ...
-            end
-            -- A failed ctx call raises its message at the script's line,
-            -- without the Rust-side decoration.
-            local function clean(e)
-              e = tostring(e):gsub("^runtime error: ", ""):gsub("\nstack traceback:.*$", "")
-              return e
-            end
-            local function wrap_ctx(ud)
-              local proxy = {}
-              return setmetatable(proxy, {
-                __index = function(_, key)
-                  local v = ud[key]
-                  if type(v) ~= "function" then return v end
-                  local f = function(_, ...)
-                    local r = pack(raw_pcall(v, ud, ...))
-                    if not r[1] then
-                      local s = spent()
-                      if s then error(s, 0) end
-                      -- error("", 3) from here names the script's line.
-                      local _, where = raw_pcall(error, "", 3)
-                      local e = describe(r[2])
-                      e.agent = ud.agent
-                      e.message = (where or "") .. clean(e.reason)
-                      error(setmetatable(e, failure_meta), 0)
-                    end
-                    return unpack(r, 2, r.n)
-                  end
-                  proxy[key] = f
-                  return f
-                end,
-                __metatable = false,
-              })
-            end
-            return function(...) return check(raw_pcall(...)) end,
-                   function(...) return check(raw_xpcall(...)) end,
-                   function(v)
-                     if type(v) == "string" then return nil end
-                     return raw_getmetatable(v)
-                   end,
-                   wrap_ctx
-            "#,
-        )
+        .load(GUARDS)
         .set_name("=sandbox")
         .set_mode(ChunkMode::Text)
         .into_function()?;
@@ -213,60 +190,99 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
     base.set("xpcall", xpcall)?;
     base.set("getmetatable", getmetatable)?;
     lua.set_named_registry_value("vpoller.wrap_ctx", wrap_ctx)?;
-    lua.set_named_registry_value("vpoller.base", base)?;
-    lua.set_named_registry_value("vpoller.loaded", lua.create_table()?)?;
+    Ok(())
+}
 
-    lua.set_global_hook(
-        HookTriggers::new().every_nth_instruction(HOOK_STEP),
-        |lua, _debug| {
-            let Some(mut b) = lua.app_data_mut::<Budget>() else {
-                return Ok(VmState::Continue);
-            };
-            if let Some(spent) = &b.spent {
-                return Err(mlua::Error::RuntimeError(spent.clone()));
-            }
-            b.instructions_left -= HOOK_STEP as i64;
-            if b.instructions_left < 0 {
-                let message = format!(
-                    "instruction budget of {} exhausted in {}",
-                    b.instruction_budget, b.script
-                );
-                b.spent = Some(message.clone());
-                return Err(mlua::Error::RuntimeError(message));
-            }
-            let now = Instant::now();
-            if now >= b.deadline {
-                let message = b.deadline_message();
-                b.spent = Some(message.clone());
-                return Err(mlua::Error::RuntimeError(message));
-            }
-            drop(b);
-            super::memory::Reservation::make_room(lua, 0);
-            let Some(mut b) = lua.app_data_mut::<Budget>() else {
-                return Ok(VmState::Continue);
-            };
-            if b.can_yield && now.duration_since(b.last_yield) >= YIELD_AFTER {
-                b.last_yield = now;
-                return Ok(VmState::Yield);
-            }
-            Ok(VmState::Continue)
-        },
-    )?;
+/// The Lua side of [`install_guarded_calls`].
+const GUARDS: &str = r#"
+local raw_pcall, raw_xpcall, raw_getmetatable, spent, error, type, tostring, setmetatable, pack, unpack, describe = ...
+-- A failed ctx call raises a table: kind, message, reason, agent,
+-- and fault and host where known. It prints as its message.
+local failure_meta = {
+  __tostring = function(e) return e.message end,
+  __concat = function(a, b) return tostring(a) .. tostring(b) end,
+  __metatable = false,
+}
+local function check(...)
+  local s = spent()
+  if s then error(s, 0) end
+  return ...
+end
+-- A failed ctx call raises its message at the script's line,
+-- without the Rust-side decoration.
+local function clean(e)
+  e = tostring(e):gsub("^runtime error: ", ""):gsub("\nstack traceback:.*$", "")
+  return e
+end
+local function wrap_ctx(ud)
+  local proxy = {}
+  return setmetatable(proxy, {
+    __index = function(_, key)
+      local v = ud[key]
+      if type(v) ~= "function" then return v end
+      local f = function(_, ...)
+        local r = pack(raw_pcall(v, ud, ...))
+        if not r[1] then
+          local s = spent()
+          if s then error(s, 0) end
+          -- error("", 3) from here names the script's line.
+          local _, where = raw_pcall(error, "", 3)
+          local e = describe(r[2])
+          e.agent = ud.agent
+          e.message = (where or "") .. clean(e.reason)
+          error(setmetatable(e, failure_meta), 0)
+        end
+        return unpack(r, 2, r.n)
+      end
+      proxy[key] = f
+      return f
+    end,
+    __metatable = false,
+  })
+end
+return function(...) return check(raw_pcall(...)) end,
+       function(...) return check(raw_xpcall(...)) end,
+       function(v)
+         if type(v) == "string" then return nil end
+         return raw_getmetatable(v)
+       end,
+       wrap_ctx
+"#;
 
-    // Drop the real globals: scripts only ever see their own environments.
-    for name in [
-        "os",
-        "load",
-        "dofile",
-        "loadfile",
-        "collectgarbage",
-        "require",
-        "package",
-    ] {
-        globals.set(name, Value::Nil)?;
+/// The instruction hook: charges the instruction budget, enforces the
+/// deadline, grows the call's memory share, and yields to the other calls.
+fn charge_budget(lua: &Lua, _debug: &mlua::debug::Debug) -> mlua::Result<VmState> {
+    let Some(mut b) = lua.app_data_mut::<Budget>() else {
+        return Ok(VmState::Continue);
+    };
+    if let Some(spent) = &b.spent {
+        return Err(mlua::Error::RuntimeError(spent.clone()));
     }
-    lua.set_memory_limit(memory_limit)?;
-    Ok(lua)
+    b.instructions_left -= HOOK_STEP as i64;
+    if b.instructions_left < 0 {
+        let message = format!(
+            "instruction budget of {} exhausted in {}",
+            b.instruction_budget, b.script
+        );
+        b.spent = Some(message.clone());
+        return Err(mlua::Error::RuntimeError(message));
+    }
+    let now = Instant::now();
+    if now >= b.deadline {
+        let message = b.deadline_message();
+        b.spent = Some(message.clone());
+        return Err(mlua::Error::RuntimeError(message));
+    }
+    drop(b);
+    super::memory::Reservation::make_room(lua, 0);
+    let Some(mut b) = lua.app_data_mut::<Budget>() else {
+        return Ok(VmState::Continue);
+    };
+    if b.can_yield && now.duration_since(b.last_yield) >= YIELD_AFTER {
+        b.last_yield = now;
+        return Ok(VmState::Yield);
+    }
+    Ok(VmState::Continue)
 }
 
 /// Installs the budget for the next call in this state.

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use super::config::Config;
 use super::wire::{
-    CLIENT_LIMITS, CLOSE_LINGER, Envelope, Management, REPLY_LIMITS, serve_management,
+    CLIENT_LIMITS, CLOSE_LINGER, Envelope, Management, REPLY_LIMITS, spawn_management,
 };
 use super::zsocket::{Frames, Kind, ZSocket};
 
@@ -144,13 +144,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         config: config.clone(),
         started: Instant::now(),
     });
-    let mgmt_endpoint = config.proxy_mgmt.clone();
-    let mgmt_stop = stop.clone();
-    tokio::spawn(async move {
-        if let Err(e) = serve_management(&mgmt_endpoint, status, mgmt_stop).await {
-            tracing::error!("{e}");
-        }
-    });
+    spawn_management(config.proxy_mgmt.clone(), status, stop.clone());
 
     let heartbeat = config.heartbeat;
     let mut tick = tokio::time::interval(heartbeat);

@@ -165,6 +165,20 @@ pub async fn serve_management(
     Ok(())
 }
 
+/// Serves the management socket in a task of its own; a failure to bind is
+/// logged (the service goes on without it).
+pub fn spawn_management(
+    endpoint: String,
+    management: Arc<dyn Management>,
+    stop: watch::Sender<bool>,
+) {
+    tokio::spawn(async move {
+        if let Err(e) = serve_management(&endpoint, management, stop).await {
+            tracing::error!("{e}");
+        }
+    });
+}
+
 fn management_reply(frame: &[u8], management: &dyn Management) -> (Value, bool) {
     let Ok(request) = serde_json::from_slice::<Value>(frame) else {
         return (

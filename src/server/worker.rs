@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use super::broker::{BYE, HEARTBEAT, READY, REPLY, REQUEST};
 use super::config::Config;
 use super::dispatch::Dispatcher;
-use super::wire::{CLIENT_LIMITS, CLOSE_LINGER, Management, serve_management};
+use super::wire::{CLIENT_LIMITS, CLOSE_LINGER, Management, spawn_management};
 use super::zsocket::{Kind, ZSocket};
 use crate::agents::RegistryAgents;
 use crate::methods::MethodDirs;
@@ -80,72 +80,90 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
         config: config.clone(),
         capacity,
     });
-    let mgmt_endpoint = config.worker_mgmt.clone();
-    let mgmt_stop = stop.clone();
-    tokio::spawn(async move {
-        if let Err(e) = serve_management(&mgmt_endpoint, status, mgmt_stop).await {
-            tracing::error!("{e}");
-        }
-    });
+    spawn_management(config.worker_mgmt.clone(), status, stop.clone());
 
     let mut work = JoinSet::new();
-    let heartbeat = config.heartbeat;
-    let mut tick = tokio::time::interval(heartbeat);
-    'connection: while !*stopped.borrow() {
-        let mut socket = match connect(&config.worker_proxy, capacity) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot connect to the proxy {}: {e}", config.worker_proxy);
-                tokio::select! {
-                    _ = tokio::time::sleep(heartbeat) => continue,
-                    _ = stopped.changed() => break,
-                }
-            }
-        };
-        tracing::info!(proxy = %config.worker_proxy, capacity, "connecting to the proxy");
-        let mut heard = Instant::now();
-        loop {
-            tokio::select! {
-                received = socket.recv() => {
-                    let Some(parts) = received else { continue 'connection };
-                    heard = Instant::now();
-                    if parts.first().is_some_and(|v| v.as_ref() == REQUEST)
-                        && let (Some(client), Some(body)) = (parts.get(1).cloned(), parts.get(2).cloned())
-                    {
-                        let (dispatcher, send) = (dispatcher.clone(), socket.sender());
-                        work.spawn(async move {
-                            let reply = dispatcher.handle(&body).await;
-                            send.send(vec![Bytes::from_static(REPLY), client, Bytes::from(reply)]);
-                        });
-                    }
-                }
-                Some(_) = work.join_next(), if !work.is_empty() => {}
-                _ = tick.tick() => {
-                    if heard.elapsed() > heartbeat * 3 {
-                        tracing::warn!("the proxy went silent; reconnecting");
-                        socket.close(Duration::ZERO).await;
-                        continue 'connection;
-                    }
-                    socket.send(vec![Bytes::from_static(HEARTBEAT)]);
-                }
-                _ = stopped.changed() => {
-                    // Finish and send what is held, then say goodbye.
-                    let finished = tokio::time::timeout(config.grace, async {
-                        while work.join_next().await.is_some() {}
-                    })
-                    .await;
-                    if finished.is_err() {
-                        tracing::warn!(abandoned = work.len(), "grace period over; abandoning requests in flight");
-                        work.abort_all();
-                    }
-                    socket.send(vec![Bytes::from_static(BYE)]);
-                    socket.close(CLOSE_LINGER).await;
-                    break 'connection;
-                }
-            }
+    while !*stopped.borrow() {
+        if serve_proxy(&config, capacity, &dispatcher, &mut work, &mut stopped).await
+            == Connection::Stopped
+        {
+            break;
         }
     }
     agents.logout_all().await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+#[derive(PartialEq, Eq)]
+enum Connection {
+    /// The proxy went away or silent: connect again.
+    Lost,
+    /// Told to stop: what was held is finished and answered.
+    Stopped,
+}
+
+/// One connection to the proxy: requests in, replies and heartbeats out,
+/// until the proxy is lost or the worker is told to stop.
+async fn serve_proxy(
+    config: &Config,
+    capacity: usize,
+    dispatcher: &Arc<Dispatcher>,
+    work: &mut JoinSet<()>,
+    stopped: &mut watch::Receiver<bool>,
+) -> Connection {
+    let heartbeat = config.heartbeat;
+    let mut socket = match connect(&config.worker_proxy, capacity) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot connect to the proxy {}: {e}", config.worker_proxy);
+            tokio::select! {
+                _ = tokio::time::sleep(heartbeat) => return Connection::Lost,
+                _ = stopped.changed() => return Connection::Stopped,
+            }
+        }
+    };
+    tracing::info!(proxy = %config.worker_proxy, capacity, "connecting to the proxy");
+    let mut tick = tokio::time::interval(heartbeat);
+    let mut heard = Instant::now();
+    loop {
+        tokio::select! {
+            received = socket.recv() => {
+                let Some(parts) = received else { return Connection::Lost };
+                heard = Instant::now();
+                if parts.first().is_some_and(|v| v.as_ref() == REQUEST)
+                    && let (Some(client), Some(body)) = (parts.get(1).cloned(), parts.get(2).cloned())
+                {
+                    let (dispatcher, send) = (dispatcher.clone(), socket.sender());
+                    work.spawn(async move {
+                        let reply = dispatcher.handle(&body).await;
+                        send.send(vec![Bytes::from_static(REPLY), client, Bytes::from(reply)]);
+                    });
+                }
+            }
+            Some(_) = work.join_next(), if !work.is_empty() => {}
+            _ = tick.tick() => {
+                if heard.elapsed() > heartbeat * 3 {
+                    tracing::warn!("the proxy went silent; reconnecting");
+                    socket.close(Duration::ZERO).await;
+                    return Connection::Lost;
+                }
+                socket.send(vec![Bytes::from_static(HEARTBEAT)]);
+            }
+            _ = stopped.changed() => {
+                // Finish and send what is held, then say goodbye.
+                let finished = tokio::time::timeout(config.grace, async {
+                    while work.join_next().await.is_some() {}
+                })
+                .await;
+                if finished.is_err() {
+                    tracing::warn!(abandoned = work.len(), "grace period over; abandoning requests in flight");
+                    work.abort_all();
+                }
+                socket.send(vec![Bytes::from_static(BYE)]);
+                socket.close(CLOSE_LINGER).await;
+                return Connection::Stopped;
+            }
+        }
+    }
 }
