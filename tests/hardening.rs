@@ -145,6 +145,14 @@ fn config_file(dir: &tempfile::TempDir, text: &str) -> String {
     path.display().to_string()
 }
 
+/// An admin method directory in `dir` with one script; its path.
+fn admin_methods(dir: &tempfile::TempDir, file: &str, script: &str) -> String {
+    let methods = dir.path().join("methods.d");
+    std::fs::create_dir(&methods).expect("methods dir");
+    std::fs::write(methods.join(file), script).expect("script");
+    methods.display().to_string()
+}
+
 fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
@@ -271,11 +279,8 @@ fn memory_comes_back_after_big_requests_and_runaway_scripts() {
     let sim = Simulator::start(&[]);
     let reg = Registry::new(&sim.url);
     let dir = tempfile::tempdir().expect("dir");
-    let methods = dir.path().join("methods.d");
-    std::fs::create_dir(&methods).expect("methods dir");
-    std::fs::write(methods.join("runaway.lua"), RUNAWAY).expect("script");
+    let methods = admin_methods(&dir, "runaway.lua", RUNAWAY);
     let config = config_file(&dir, "[lua]\nmemory-mb = 64\ntotal-memory-mb = 160\n");
-    let methods = methods.display().to_string();
     let (daemon, front, _mgmt) = daemon_with(&reg, &["-f", &config, "--methods-dir", &methods]);
     assert!(discover_works(&front));
     std::thread::sleep(Duration::from_secs(1));
@@ -378,10 +383,7 @@ fn a_proxy_stopped_with_requests_in_flight_delivers_their_replies() {
     let sim = Simulator::start(&[]);
     let reg = Registry::new(&sim.url);
     let dir = tempfile::tempdir().expect("dir");
-    let methods = dir.path().join("methods.d");
-    std::fs::create_dir(&methods).expect("methods dir");
-    std::fs::write(methods.join("slow.lua"), SLOW).expect("script");
-    let methods = methods.display().to_string();
+    let methods = admin_methods(&dir, "slow.lua", SLOW);
     let (front, back, pmgmt, wmgmt) = (
         endpoint(free_port()),
         endpoint(free_port()),

@@ -117,25 +117,29 @@ proptest! {
     }
 }
 
-/// A dispatcher over the built-in methods and one agent that cannot be
-/// reached (nothing listens on port 1).
+/// Agent `vc01`, which cannot be reached (nothing listens on port 1).
+fn unreachable_agent() -> Arc<vpoller::agents::DirectAgent> {
+    Arc::new(vpoller::agents::DirectAgent::new(
+        "vc01",
+        vpoller::vsphere::Endpoint {
+            url: "http://127.0.0.1:1/sdk".into(),
+            tls: vpoller::vsphere::TlsMode::Insecure,
+            deadline: std::time::Duration::from_secs(2),
+        },
+        vpoller::vsphere::Credentials {
+            user: "u".into(),
+            password: vpoller::vsphere::Password::new("p"),
+        },
+    ))
+}
+
+/// A dispatcher over the built-in methods and the unreachable agent.
 fn dispatcher() -> &'static (tokio::runtime::Runtime, Arc<Dispatcher>) {
     static D: OnceLock<(tokio::runtime::Runtime, Arc<Dispatcher>)> = OnceLock::new();
     D.get_or_init(|| {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let dispatcher = runtime.block_on(async {
-            let agent = Arc::new(vpoller::agents::DirectAgent::new(
-                "vc01",
-                vpoller::vsphere::Endpoint {
-                    url: "http://127.0.0.1:1/sdk".into(),
-                    tls: vpoller::vsphere::TlsMode::Insecure,
-                    deadline: std::time::Duration::from_secs(2),
-                },
-                vpoller::vsphere::Credentials {
-                    user: "u".into(),
-                    password: vpoller::vsphere::Password::new("p"),
-                },
-            ));
+            let agent = unreachable_agent();
             let dirs = MethodDirs {
                 builtin: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("methods")),
                 admin: Vec::new(),
@@ -353,18 +357,7 @@ return {
 fn values_json_cannot_say_become_error_replies_not_panics() {
     let dir = tempfile::tempdir().expect("dir");
     std::fs::write(dir.path().join("hostile.lua"), HOSTILE_RESULTS).expect("script");
-    let agent = Arc::new(vpoller::agents::DirectAgent::new(
-        "vc01",
-        vpoller::vsphere::Endpoint {
-            url: "http://127.0.0.1:1/sdk".into(),
-            tls: vpoller::vsphere::TlsMode::Insecure,
-            deadline: std::time::Duration::from_secs(2),
-        },
-        vpoller::vsphere::Credentials {
-            user: "u".into(),
-            password: vpoller::vsphere::Password::new("p"),
-        },
-    ));
+    let agent = unreachable_agent();
     let dirs = MethodDirs {
         builtin: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("methods")),
         admin: vec![dir.path().to_path_buf()],

@@ -11,7 +11,7 @@ use std::ops::ControlFlow;
 use super::fault::{Error, Fault, FaultKind, Result};
 use super::moref::MoRef;
 use super::schema::Kind;
-use super::session::Session;
+use super::session::{OnLostSession, Session};
 use super::soap::{Reply, open_body};
 use super::view::Views;
 use super::xml::decode::{DecodeError, Decoder};
@@ -155,11 +155,13 @@ impl PageSource for Session {
         };
         // The first page may be asked for again after a new login; a page
         // token cannot, and its loss is handled by `retrieve_resuming`.
-        if method == "RetrievePropertiesEx" {
-            self.invoke_with(method, collector, args, parse).await
+        let on_lost = if method == "RetrievePropertiesEx" {
+            OnLostSession::LogInAndRepeat
         } else {
-            self.invoke_once_with(method, collector, args, parse).await
-        }
+            OnLostSession::Fail
+        };
+        self.invoke_with(method, collector, args, parse, on_lost)
+            .await
     }
 }
 

@@ -41,6 +41,16 @@ impl std::fmt::Debug for Password {
     }
 }
 
+/// What a call does when the server says the session is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLostSession {
+    /// Log in again (once, shared with other callers) and repeat the call.
+    LogInAndRepeat,
+    /// Fail with the NotAuthenticated fault: for calls that cannot simply be
+    /// repeated after a new login (a page token dies with its session).
+    Fail,
+}
+
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub user: String,
@@ -271,7 +281,8 @@ impl Session {
     /// `returnval`.
     pub async fn invoke(&self, method: &str, this: &MoRef, args: &Value) -> Result<Value> {
         let transport = &self.inner.transport;
-        self.invoke_with(method, this, args, |reply| transport.parse(method, reply))
+        let parse = |reply: &Reply| transport.parse(method, reply);
+        self.invoke_with(method, this, args, parse, OnLostSession::LogInAndRepeat)
             .await
     }
 
@@ -290,33 +301,20 @@ impl Session {
             .await
     }
 
-    /// Calls a method and hands the raw reply to `parse`. A lost session is
-    /// re-established once and the call repeated; `parse` reports a lost
-    /// session by returning a NotAuthenticated fault.
+    /// Calls a method and hands the raw reply to `parse`, which reports a
+    /// lost session by returning a NotAuthenticated fault. What happens then
+    /// is `on_lost`'s to say.
     pub async fn invoke_with<T>(
         &self,
         method: &str,
         this: &MoRef,
         args: &Value,
         parse: impl FnMut(&Reply) -> Result<T>,
+        on_lost: OnLostSession,
     ) -> Result<T> {
         let deadline = self.inner.transport.deadline();
-        self.invoke_parsed(method, this, args, parse, true, deadline)
-            .await
-    }
-
-    /// As [`invoke_with`](Self::invoke_with), but a lost session is the
-    /// caller's to handle: for calls that cannot simply be repeated after a
-    /// new login (a page token dies with its session).
-    pub async fn invoke_once_with<T>(
-        &self,
-        method: &str,
-        this: &MoRef,
-        args: &Value,
-        parse: impl FnMut(&Reply) -> Result<T>,
-    ) -> Result<T> {
-        let deadline = self.inner.transport.deadline();
-        self.invoke_parsed(method, this, args, parse, false, deadline)
+        let relogin = on_lost == OnLostSession::LogInAndRepeat;
+        self.invoke_parsed(method, this, args, parse, relogin, deadline)
             .await
     }
 
