@@ -141,3 +141,79 @@ async fn a_connection_dropped_without_a_response_is_a_clear_transport_error() {
     // The session is unharmed.
     assert_eq!(vm_count(&session).await.expect("VMs"), 4);
 }
+
+fn signal(sim: &Simulator, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &sim.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn each_call_has_its_own_deadline() {
+    let sim = Simulator::start(&[]);
+    let mut endpoint = sim.endpoint();
+    endpoint.deadline = Duration::from_millis(700);
+    let client = connect(&endpoint, "user", "pass").await;
+    let this = vpoller::vsphere::MoRef::new("ServiceInstance", "ServiceInstance");
+    // The simulator stops answering for 1.5 s: longer than the default
+    // deadline, shorter than a long poll's.
+    signal(&sim, "STOP");
+    let resume = std::thread::spawn({
+        let pid = sim.pid();
+        move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+    });
+    let short = client
+        .invoke("CurrentTime", &this, &serde_json::Value::Null)
+        .await;
+    assert!(
+        matches!(short, Err(Error::Timeout { after, .. }) if after == Duration::from_millis(700)),
+        "{short:?}"
+    );
+    let long = client
+        .invoke_within(
+            Duration::from_secs(10),
+            "CurrentTime",
+            &this,
+            &serde_json::Value::Null,
+        )
+        .await;
+    resume.join().expect("resumed");
+    assert!(
+        long.is_ok(),
+        "a call with a longer deadline waits it out: {long:?}"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_the_background_work_and_logs_out() {
+    let sim = Simulator::start(&[]);
+    let credentials = vpoller::vsphere::Credentials {
+        user: "user".into(),
+        password: vpoller::vsphere::Password::new("pass"),
+    };
+    let options = vpoller::vsphere::SessionOptions {
+        keepalive: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let client = vpoller::vsphere::Client::connect(&sim.endpoint(), credentials, options)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(client.calls() > 2, "the keep-alive ran while idle");
+    client.shutdown().await.expect("shutdown");
+    assert!(!client.session().is_logged_in());
+    let after = client.calls();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        client.calls(),
+        after,
+        "nothing runs for a client that shut down"
+    );
+}
