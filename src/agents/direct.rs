@@ -31,6 +31,12 @@ impl DirectAgent {
         }
     }
 
+    /// Uses these options for the session it makes.
+    pub fn with_options(mut self, options: SessionOptions) -> DirectAgent {
+        self.options = options;
+        self
+    }
+
     /// The session, if one was made.
     pub fn connected(&self) -> Option<&Client> {
         self.session.get()

@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 
 use super::convert::{from_lua, to_lua};
 use crate::agents::Agents;
+use crate::vsphere::perf_query::SeriesQuery;
 use crate::vsphere::{Client, Error, MoRef};
 
 /// A failed core call, as it travels through Lua to the wrapper that turns
@@ -208,6 +209,7 @@ impl UserData for Ctx {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         add_inventory_methods(methods);
         add_counter_methods(methods);
+        add_perf_methods(methods);
         add_host_methods(methods);
     }
 }
@@ -286,6 +288,116 @@ fn add_inventory_methods<M: UserDataMethods<Ctx>>(methods: &mut M) {
             to_lua(&lua, &Json::Array(rows))
         },
     );
+}
+
+/// The fields of a `ctx:perf{...}` request.
+struct PerfRequest {
+    entities: Vec<MoRef>,
+    counter: Value,
+    instance: String,
+    interval: i64,
+    max_sample: i64,
+}
+
+fn perf_request(spec: mlua::Table) -> mlua::Result<PerfRequest> {
+    let bad = |what: &str| mlua::Error::RuntimeError(format!("ctx:perf: {what}"));
+    let entities = refs(spec.get::<Value>("entity")?)?;
+    let counter = spec.get::<Value>("counter")?;
+    if counter.is_nil() {
+        return Err(bad(
+            "counter (an id or a group.name.unit.rollup name) is required",
+        ));
+    }
+    let interval = spec
+        .get::<Option<i64>>("interval")?
+        .ok_or_else(|| bad("interval (the sampling period in seconds) is required"))?;
+    let max_sample = spec.get::<Option<i64>>("max_sample")?.unwrap_or(1);
+    if max_sample < 1 {
+        return Err(bad("max_sample must be at least 1"));
+    }
+    Ok(PerfRequest {
+        entities,
+        counter,
+        instance: spec.get::<Option<String>>("instance")?.unwrap_or_default(),
+        interval,
+        max_sample,
+    })
+}
+
+/// perf, perf_summary, perf_intervals: performance samples and what is
+/// known about them, batched and cached by the core.
+fn add_perf_methods<M: UserDataMethods<Ctx>>(methods: &mut M) {
+    methods.add_async_method("perf", |lua, this, spec: mlua::Table| async move {
+        let request = perf_request(spec)?;
+        let counter = match &request.counter {
+            Value::Integer(id) => *id,
+            Value::Number(n) => *n as i64,
+            Value::String(name) => {
+                let name = name.to_str()?.to_string();
+                let counters = this
+                    .core(|s| async move { s.perf_counters().await })
+                    .await?;
+                counters.key(&name).ok_or_else(|| {
+                    mlua::Error::RuntimeError(format!(
+                        "ctx:perf: unknown performance counter {name}"
+                    ))
+                })?
+            }
+            other => {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "ctx:perf: counter must be an id or a name, not a {}",
+                    other.type_name()
+                )));
+            }
+        };
+        let queries: Vec<SeriesQuery> = request
+            .entities
+            .into_iter()
+            .map(|entity| SeriesQuery {
+                entity,
+                counter,
+                instance: request.instance.clone(),
+                interval: request.interval,
+                max_sample: request.max_sample,
+            })
+            .collect();
+        let metrics = this
+            .core(move |s| async move {
+                // Concurrently, so that they share one batch.
+                let answers = futures::future::join_all(queries.into_iter().map(|q| {
+                    let s = s.clone();
+                    async move { s.perf(q).await }
+                }))
+                .await;
+                let mut all = Vec::new();
+                for answer in answers {
+                    if let Json::Array(items) = answer? {
+                        all.extend(items);
+                    }
+                }
+                Ok(Json::Array(all))
+            })
+            .await?;
+        to_lua(&lua, &metrics)
+    });
+
+    methods.add_async_method("perf_summary", |lua, this, entity: Value| async move {
+        let entity = refs(entity)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| mlua::Error::RuntimeError("perf_summary needs an object".into()))?;
+        let summary = this
+            .core(move |s| async move { s.perf_summary(&entity).await })
+            .await?;
+        to_lua(&lua, &summary)
+    });
+
+    methods.add_async_method("perf_intervals", |lua, this, ()| async move {
+        let intervals = this
+            .core(|s| async move { s.perf_intervals().await })
+            .await?;
+        to_lua(&lua, &intervals)
+    });
 }
 
 /// counter_id, counter_name, counters: the perf counter table.

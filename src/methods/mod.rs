@@ -126,6 +126,7 @@ impl MethodHost {
             .and_then(|()| self.admit(&catalog, &request));
         let refusal = match admitted {
             Ok((spec, agent)) => {
+                let request = unset_empty_optionals(request, &spec.required);
                 let call = run::Call {
                     helper,
                     spec: spec.clone(),
@@ -241,4 +242,47 @@ fn script_line(traceback: &str) -> Option<String> {
         (file.ends_with(".lua") && number.chars().all(|c| c.is_ascii_digit()))
             .then(|| place.to_string())
     })
+}
+
+/// An empty string in a field the method does not require means "not
+/// given", as it did for vPoller, whose Python read such fields with
+/// `msg.get(field) or default`. Zabbix items send `""` for an unset
+/// parameter (`perf-interval`, `instance`, `max-sample`, `counter-name` of
+/// the info methods, `key`, `properties`), where Lua would take `""` as a
+/// value. Required fields keep it: vPoller used those as given.
+fn unset_empty_optionals(mut request: Value, required: &[String]) -> Value {
+    const ALWAYS_GIVEN: &[&str] = &["method", "hostname", "helper"];
+    if let Some(fields) = request.as_object_mut() {
+        for (name, value) in fields.iter_mut() {
+            let optional =
+                !required.iter().any(|r| r == name) && !ALWAYS_GIVEN.contains(&name.as_str());
+            if optional && value.as_str() == Some("") {
+                *value = Value::Null;
+            }
+        }
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_optionals_are_unset_and_required_fields_kept() {
+        let request = serde_json::json!({"method": "vm.perf.metric.get", "hostname": "vc", "name": "",
+            "counter-name": "cpu.usage.percent.average", "perf-interval": "", "instance": "", "max-sample": "",
+            "key": "(null)"});
+        let out = unset_empty_optionals(request, &["name".into(), "counter-name".into()]);
+        assert_eq!(out["name"], "", "required: kept as vPoller did");
+        assert!(
+            out["perf-interval"].is_null()
+                && out["instance"].is_null()
+                && out["max-sample"].is_null()
+        );
+        assert_eq!(
+            out["key"], "(null)",
+            "the Zabbix module's literal stays a value"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! One vCenter (or ESXi host) as the rest of vpoller sees it: the
 //! [`Session`] and the state kept per vCenter on top of it, the shared
-//! container [`Views`], the [`NameIndex`], the perf [`CounterCache`], and
+//! container [`Views`], the [`NameIndex`], the perf [`CounterCache`], the
+//! batched and cached performance queries ([`PerfQueries`]), and
 //! the work that runs in the background for it (the keep-alive).
 //!
 //! Each concern is its own module over the session; this type only puts
@@ -18,6 +19,7 @@ use super::fault::Result;
 use super::guard::Guards;
 use super::inventory::{NameIndex, Query};
 use super::moref::MoRef;
+use super::perf_query::{PerfQueries, SeriesQuery};
 use super::performance::{CounterCache, PerfCounters};
 use super::session::{Credentials, Session, SessionOptions};
 use super::soap::Endpoint;
@@ -34,6 +36,7 @@ struct Inner {
     views: Views,
     index: NameIndex,
     counters: CounterCache,
+    perf: Arc<PerfQueries>,
     background: Background,
 }
 
@@ -83,6 +86,7 @@ impl Client {
         options: SessionOptions,
         guards: Arc<Guards>,
     ) -> Result<Client> {
+        let perf = PerfQueries::new(options.perf.clone());
         let session = Session::connect_guarded(endpoint, credentials, options, guards).await?;
         let client = Client {
             inner: Arc::new(Inner {
@@ -90,6 +94,7 @@ impl Client {
                 views: Views::default(),
                 index: NameIndex::default(),
                 counters: CounterCache::default(),
+                perf,
                 background: Background::default(),
             }),
         };
@@ -233,6 +238,26 @@ impl Client {
 
     pub async fn perf_counters(&self) -> Result<Arc<PerfCounters>> {
         self.inner.counters.get(&self.inner.session).await
+    }
+
+    /// Samples of one series, batched with the other requests of the
+    /// moment and cached for a sampling period (see [`PerfQueries`]).
+    pub async fn perf(&self, query: SeriesQuery) -> Result<Value> {
+        self.inner.perf.query(&self.inner.session, query).await
+    }
+
+    /// An entity's `QueryPerfProviderSummary`, read once.
+    pub async fn perf_summary(&self, entity: &MoRef) -> Result<Value> {
+        self.inner.perf.summary(&self.inner.session, entity).await
+    }
+
+    /// `PerformanceManager.historicalInterval`, read once.
+    pub async fn perf_intervals(&self) -> Result<Value> {
+        self.inner.perf.intervals(&self.inner.session).await
+    }
+
+    pub fn perf_stats(&self) -> Value {
+        self.inner.perf.stats.to_json()
     }
 
     pub async fn container_view(&self, container: Option<&MoRef>, types: &[&str]) -> Result<MoRef> {

@@ -10,7 +10,8 @@
 //! - [`view`]: container views (shared) and list views;
 //! - [`collector`]: property collection, paging, discovery;
 //! - [`inventory`]: the name index;
-//! - [`performance`]: the perf counter table.
+//! - [`performance`]: the perf counter table;
+//! - [`perf_query`]: performance samples, batched and cached.
 //!
 //! The session encodes arguments with [`xml::encode`], posts them through
 //! [`soap::Transport`] (a deadline per call, TLS from [`tls`]) and decodes
@@ -23,6 +24,7 @@ pub mod fault;
 pub mod guard;
 pub mod inventory;
 pub mod moref;
+pub mod perf_query;
 pub mod performance;
 pub mod schema;
 pub mod session;

@@ -65,6 +65,8 @@ pub struct SessionOptions {
     pub keepalive: Duration,
     /// How long a name-to-reference index is trusted before it is re-read.
     pub index_ttl: Duration,
+    /// How performance queries are batched and cached.
+    pub perf: super::perf_query::PerfOptions,
 }
 
 impl Default for SessionOptions {
@@ -72,6 +74,7 @@ impl Default for SessionOptions {
         SessionOptions {
             keepalive: Duration::from_secs(600),
             index_ttl: Duration::from_secs(300),
+            perf: super::perf_query::PerfOptions::default(),
         }
     }
 }

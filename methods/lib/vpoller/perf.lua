@@ -1,6 +1,8 @@
 -- *.perf.metric.info and *.perf.metric.get: performance counters of one
 -- object, through the PerformanceManager. Counter names are
--- "group.name.unit.rollup", resolved by the core's per-agent counter cache.
+-- "group.name.unit.rollup", resolved by the core's per-agent counter cache;
+-- samples come through ctx:perf, which batches and caches them, and the
+-- provider summary and historical intervals are read once per agent.
 local inventory = require("vpoller.inventory")
 local time = require("vpoller.time")
 local M = {}
@@ -12,7 +14,7 @@ end
 -- The provider summary says whether the object has real-time statistics
 -- (and at what interval) or only historical ones.
 local function provider(ctx, entity)
-  return ctx:call(perf_manager(ctx), "QueryPerfProviderSummary", { entity = entity })
+  return ctx:perf_summary(entity)
 end
 
 function M.info_method(name, kind, key)
@@ -90,7 +92,7 @@ function M.get_method(name, kind, key, opts)
       end
       local interval
       if req["perf-interval"] then
-        local intervals = ctx:get(perf_manager(ctx), { "historicalInterval" })[1].historicalInterval or {}
+        local intervals = ctx:perf_intervals() or {}
         for _, i in ipairs(intervals) do
           if i.name == req["perf-interval"] then
             interval = i.samplingPeriod
@@ -107,14 +109,13 @@ function M.get_method(name, kind, key, opts)
         interval = summary.refreshRate
       end
       local instance = req.instance or ""
-      local results = ctx:call(perf_manager(ctx), "QueryPerf", {
-        querySpec = { {
-          entity = row._ref,
-          maxSample = math.floor(max_sample),
-          metricId = { { counterId = counter, instance = instance } },
-          intervalId = interval,
-        } },
-      }) or {}
+      local results = ctx:perf({
+        entity = row._ref,
+        counter = counter,
+        instance = instance,
+        interval = interval,
+        max_sample = math.floor(max_sample),
+      })
       local out = {}
       for _, entity in ipairs(results) do
         local samples = entity.sampleInfo or {}
