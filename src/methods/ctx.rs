@@ -252,14 +252,30 @@ fn add_inventory_methods<M: UserDataMethods<Ctx>>(methods: &mut M) {
 
     methods.add_async_method(
         "lookup",
-        |lua, this, (kind, property, value, properties): (String, String, Value, Value)| async move {
+        |lua,
+         this,
+         (kind, property, value, properties, max_age): (
+            String,
+            String,
+            Value,
+            Value,
+            Option<f64>,
+        )| async move {
             let value = from_lua(&lua, value)?;
             let mut paths = strings(properties, "properties")?;
             if !paths.contains(&property) {
                 paths.push(property.clone());
             }
+            let max_age = max_age
+                .filter(|a| a.is_finite() && *a > 0.0)
+                .and_then(|a| std::time::Duration::try_from_secs_f64(a.min(3600.0)).ok());
             let found = this
-                .core(move |s| async move { s.lookup(&kind, &property, &value, &paths).await })
+                .core(move |s| async move {
+                    match max_age {
+                        Some(age) => s.lookup_recent(&kind, &property, &value, &paths, age).await,
+                        None => s.lookup(&kind, &property, &value, &paths).await,
+                    }
+                })
                 .await?;
             match found {
                 Some(row) => to_lua(&lua, &row.into_row()),

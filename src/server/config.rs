@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::methods::Limits;
 use crate::vsphere::GuardOptions;
+use crate::vsphere::perf_query::PerfOptions;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -24,6 +25,7 @@ pub struct Config {
     pub limits: Limits,
     pub vsphere_timeout: Duration,
     pub guards: GuardOptions,
+    pub perf: PerfOptions,
     pub index_ttl: Duration,
     pub grace: Duration,
     pub request_timeout: Duration,
@@ -48,6 +50,7 @@ impl Default for Config {
             limits: Limits::default(),
             vsphere_timeout: Duration::from_secs(30),
             guards: GuardOptions::default(),
+            perf: PerfOptions::default(),
             index_ttl: Duration::from_secs(300),
             grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
@@ -181,6 +184,21 @@ impl Config {
                 self.guards.breaker_cooldown_max = seconds(value)?
             }
             ("daemon", "grace") => self.grace = seconds(value)?,
+            ("perf", "window-ms") => {
+                self.perf.window = Duration::from_millis(number(value)?.min(10_000))
+            }
+            ("perf", "max-query-metrics") => {
+                let n = usize::try_from(number(value)?).map_err(|_| bad("too large"))?;
+                self.perf.max_query_metrics = (n > 0).then_some(n);
+            }
+            ("perf", "fallback-max-query-metrics") => {
+                self.perf.fallback_max_metrics =
+                    usize::try_from(number(value)?.max(1)).map_err(|_| bad("too large"))?
+            }
+            ("perf", "cache-entries") => {
+                self.perf.cache_entries =
+                    usize::try_from(number(value)?).map_err(|_| bad("too large"))?
+            }
             ("log", "level") => {
                 tracing_subscriber::EnvFilter::try_new(value).map_err(|e| bad(&e.to_string()))?;
                 self.log_level = value.to_string();
@@ -296,6 +314,7 @@ mod documented_defaults {
             format!("{:?}", file.guards),
             format!("{:?}", defaults.guards)
         );
+        assert_eq!(format!("{:?}", file.perf), format!("{:?}", defaults.perf));
         assert_eq!(file.grace, defaults.grace);
         assert_eq!(file.request_timeout, defaults.request_timeout);
         assert_eq!(file.heartbeat, defaults.heartbeat);

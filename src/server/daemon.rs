@@ -82,6 +82,7 @@ pub(crate) fn method_service(
 ) -> Result<(Arc<RegistryAgents>, Arc<Dispatcher>), String> {
     let options = SessionOptions {
         index_ttl: config.index_ttl,
+        perf: config.perf.clone(),
         ..SessionOptions::default()
     };
     let agents = Arc::new(
@@ -108,7 +109,7 @@ pub(crate) fn activity(dispatcher: &Dispatcher, agents: &RegistryAgents) -> (Val
         .sessions()
         .into_iter()
         .map(|(hostname, s)| {
-            json!({"hostname": hostname, "logged_in": s.session().is_logged_in(), "logins": s.session().logins(), "soap_calls": s.session().calls()})
+            json!({"hostname": hostname, "logged_in": s.session().is_logged_in(), "logins": s.session().logins(), "soap_calls": s.session().calls(), "perf": s.perf_stats()})
         })
         .collect();
     (requests, Value::Array(sessions))

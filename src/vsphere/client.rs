@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use super::collector::{self, ObjectContent};
 use super::fault::Result;
 use super::guard::Guards;
-use super::inventory::{NameIndex, Query};
+use super::inventory::{NameIndex, Query, RecentRows};
 use super::moref::MoRef;
 use super::perf_query::{PerfQueries, SeriesQuery};
 use super::performance::{CounterCache, PerfCounters};
@@ -37,6 +37,7 @@ struct Inner {
     index: NameIndex,
     counters: CounterCache,
     perf: Arc<PerfQueries>,
+    recent: RecentRows,
     background: Background,
 }
 
@@ -95,6 +96,7 @@ impl Client {
                 index: NameIndex::default(),
                 counters: CounterCache::default(),
                 perf,
+                recent: RecentRows::default(),
                 background: Background::default(),
             }),
         };
@@ -234,6 +236,27 @@ impl Client {
             .index
             .lookup(&self.inner.session, &self.inner.views, ttl, &query, paths)
             .await
+    }
+
+    /// As [`lookup`](Self::lookup), but a row read through it at most
+    /// `max_age` ago is answer enough.
+    pub async fn lookup_recent(
+        &self,
+        kind: &str,
+        path: &str,
+        value: &Value,
+        paths: &[String],
+        max_age: Duration,
+    ) -> Result<Option<ObjectContent>> {
+        let key = RecentRows::key(&Query { kind, path, value }, paths);
+        if let Some(row) = self.inner.recent.get(&key, max_age) {
+            return Ok(Some(row));
+        }
+        let row = self.lookup(kind, path, value, paths).await?;
+        if let Some(r) = &row {
+            self.inner.recent.put(key, r);
+        }
+        Ok(row)
     }
 
     pub async fn perf_counters(&self) -> Result<Arc<PerfCounters>> {

@@ -177,3 +177,46 @@ async fn build_index(session: &Session, views: &Views, kind: &str, path: &str) -
         refs,
     })
 }
+
+/// Rows read recently through the index, for callers that accept an answer
+/// up to some age (a perf request checking a VM's power state, within the
+/// sampling period of the samples it asks for).
+#[derive(Default)]
+pub struct RecentRows {
+    rows: Mutex<HashMap<String, (Instant, ObjectContent)>>,
+}
+
+/// Rows kept at most.
+const RECENT_ROWS: usize = 100_000;
+
+impl RecentRows {
+    pub fn key(query: &Query<'_>, paths: &[String]) -> String {
+        format!(
+            "{}\u{0}{}\u{0}{}\u{0}{}",
+            query.kind,
+            query.path,
+            key_of(query.value),
+            paths.join(",")
+        )
+    }
+
+    pub fn get(&self, key: &str, max_age: Duration) -> Option<ObjectContent> {
+        let rows = self.rows.lock().ok()?;
+        let (read, row) = rows.get(key)?;
+        (read.elapsed() <= max_age).then(|| row.clone())
+    }
+
+    pub fn put(&self, key: String, row: &ObjectContent) {
+        let Ok(mut rows) = self.rows.lock() else {
+            return;
+        };
+        if rows.len() >= RECENT_ROWS {
+            // Nothing is kept longer than a sampling period: drop the old.
+            rows.retain(|_, (read, _)| read.elapsed() < Duration::from_secs(300));
+            if rows.len() >= RECENT_ROWS {
+                rows.clear();
+            }
+        }
+        rows.insert(key, (Instant::now(), row.clone()));
+    }
+}

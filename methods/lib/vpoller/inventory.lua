@@ -25,13 +25,14 @@ end
 -- datastores) is `value`, read with `properties`, in one call to the core
 -- (which rebuilds its name index once if the entry it had was stale).
 -- Returns the row, or nil and vPoller's message.
-function M.lookup(ctx, kind, value, properties, key, missing_format)
+-- `max_age` (seconds, optional): a row read that recently is answer enough.
+function M.lookup(ctx, kind, value, properties, key, missing_format, max_age)
   key = key or "name"
   local wanted = M.with_name(properties, key)
   if key ~= "name" then
     table.insert(wanted, 1, "name")
   end
-  local row = ctx:lookup(kind, key, value, wanted)
+  local row = ctx:lookup(kind, key, value, wanted, max_age)
   if not row then
     return nil, string.format(missing_format or "Cannot find object %s", tostring(value))
   end

@@ -7,6 +7,9 @@ local inventory = require("vpoller.inventory")
 local time = require("vpoller.time")
 local M = {}
 
+-- vSphere's real-time sampling period, in seconds.
+local REFRESH_PERIOD = 20
+
 local function perf_manager(ctx)
   return ctx:content().perfManager
 end
@@ -70,7 +73,9 @@ function M.get_method(name, kind, key, opts)
       if opts.label then
         props = { "runtime.powerState", "runtime.connectionState" }
       end
-      local row = inventory.lookup(ctx, kind, req.name, props, key)
+      -- The power state may be as old as the samples asked for: one
+      -- real-time refresh period.
+      local row = inventory.lookup(ctx, kind, req.name, props, key, nil, REFRESH_PERIOD)
       if not row then
         return nil, "Cannot find object: " .. tostring(req.name)
       end
