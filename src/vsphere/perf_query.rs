@@ -1,7 +1,7 @@
 //! Performance samples: one door for every caller, batched and cached.
 //!
-//! Requests for one vCenter that arrive within a short window become one
-//! QueryPerf with one PerfQuerySpec per entity (and interval and sample
+//! Requests for one vCenter that arrive within a short window, or while a
+//! QueryPerf is out, become one QueryPerf with one PerfQuerySpec per entity (and interval and sample
 //! count), split so that no call asks for more metrics than vCenter's
 //! `config.vpxd.stats.maxQueryMetrics`. Each caller gets exactly its own
 //! series, as if it had asked alone. A call the server rejects whole is
@@ -38,7 +38,8 @@ pub struct SeriesQuery {
 /// Tunables; the defaults suit a vCenter.
 #[derive(Debug, Clone)]
 pub struct PerfOptions {
-    /// How long the first request of a batch waits for others.
+    /// How long the first request of a batch waits for others; those that
+    /// come while a batch is out go in the next one in any case.
     pub window: Duration,
     /// Metrics per QueryPerf; `None` reads vCenter's setting.
     pub max_query_metrics: Option<usize>,
@@ -53,7 +54,7 @@ pub struct PerfOptions {
 impl Default for PerfOptions {
     fn default() -> Self {
         PerfOptions {
-            window: Duration::from_millis(5),
+            window: Duration::from_millis(1),
             max_query_metrics: None,
             fallback_max_metrics: 64,
             cache_entries: 100_000,
@@ -140,10 +141,17 @@ struct Waiting {
     reply: oneshot::Sender<Answer>,
 }
 
+/// Requests not yet sent, and whether a flusher is at work on them.
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    flushing: bool,
+}
+
 /// The batcher and caches of one vCenter.
 pub struct PerfQueries {
     options: PerfOptions,
-    waiting: Mutex<Vec<Waiting>>,
+    waiting: Mutex<Queue>,
     cache: Mutex<HashMap<SeriesQuery, (Instant, Value)>>,
     max_metrics: OnceCell<usize>,
     summaries: Mutex<HashMap<MoRef, Value>>,
@@ -155,7 +163,7 @@ impl PerfQueries {
     pub fn new(options: PerfOptions) -> Arc<PerfQueries> {
         Arc::new(PerfQueries {
             options,
-            waiting: Mutex::new(Vec::new()),
+            waiting: Mutex::new(Queue::default()),
             cache: Mutex::new(HashMap::new()),
             max_metrics: OnceCell::new(),
             summaries: Mutex::new(HashMap::new()),
@@ -182,20 +190,17 @@ impl PerfQueries {
             return Ok(hit);
         }
         let (reply, answer) = oneshot::channel();
-        let first = {
-            let Ok(mut waiting) = self.waiting.lock() else {
+        let start_flusher = {
+            let Ok(mut queue) = self.waiting.lock() else {
                 return Err(Error::Config("perf queue poisoned".into()));
             };
-            waiting.push(Waiting { query, reply });
-            waiting.len() == 1
+            queue.waiting.push(Waiting { query, reply });
+            !std::mem::replace(&mut queue.flushing, true)
         };
-        if first {
+        if start_flusher {
             // A task of its own: the batch runs even if this caller gives up.
             let (this, session) = (self.clone(), session.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(this.options.window).await;
-                this.flush(&session).await;
-            });
+            tokio::spawn(async move { this.flush_while_waiting(&session).await });
         }
         answer
             .await
@@ -274,15 +279,31 @@ impl PerfQueries {
         cache.insert(query.clone(), (now + age, value.clone()));
     }
 
-    /// Runs everything that waited for this window.
-    async fn flush<S: PerfSource>(&self, session: &S) {
-        let waiting = match self.waiting.lock() {
-            Ok(mut w) => std::mem::take(&mut *w),
-            Err(_) => return,
-        };
-        if waiting.is_empty() {
-            return;
+    /// Sends what waits, batch after batch, until nothing does (group
+    /// commit): a request that comes while a QueryPerf is out goes in the
+    /// next one, so under load batches grow by themselves and a lone
+    /// request waits for nobody. `window` adds a wait before the first.
+    async fn flush_while_waiting<S: PerfSource>(&self, session: &S) {
+        if !self.options.window.is_zero() {
+            tokio::time::sleep(self.options.window).await;
         }
+        loop {
+            let batch = match self.waiting.lock() {
+                Ok(mut queue) => {
+                    if queue.waiting.is_empty() {
+                        queue.flushing = false;
+                        return;
+                    }
+                    std::mem::take(&mut queue.waiting)
+                }
+                Err(_) => return,
+            };
+            self.flush(session, batch).await;
+        }
+    }
+
+    /// Sends one batch and answers each of its requests.
+    async fn flush<S: PerfSource>(&self, session: &S, waiting: Vec<Waiting>) {
         let specs = specs_for(&waiting);
         let max_metrics = self.max_metrics(session).await;
         let calls = split(specs, max_metrics);
