@@ -441,26 +441,34 @@ fn metric_count(spec: &Value) -> usize {
 /// more metrics than the cap is a call of its own.
 fn split(specs: Vec<Value>, max_metrics: usize) -> Vec<Vec<Value>> {
     let mut calls: Vec<Vec<Value>> = Vec::new();
-    let mut in_call = 0;
+    let (mut metrics, mut values) = (0, 0);
     for spec in specs {
         let n = metric_count(&spec);
+        let samples = spec.get("maxSample").and_then(Value::as_u64).unwrap_or(1) as usize;
+        let v = n.saturating_mul(samples);
         let entity = spec.get("entity");
         match calls.last_mut() {
             Some(call)
-                if in_call + n <= max_metrics
+                if metrics + n <= max_metrics
+                    && values + v <= MAX_VALUES_PER_CALL
                     && !call.iter().any(|s| s.get("entity") == entity) =>
             {
                 call.push(spec);
-                in_call += n;
+                metrics += n;
+                values += v;
             }
             _ => {
                 calls.push(vec![spec]);
-                in_call = n;
+                (metrics, values) = (n, v);
             }
         }
     }
     calls
 }
+
+/// Samples one call may bring back (metrics x maxSample): a bound on the
+/// size of a response, whatever the metric cap allows.
+const MAX_VALUES_PER_CALL: usize = 100_000;
 
 /// Files each returned PerfEntityMetric under the spec of its entity (a
 /// call has at most one spec per entity).
@@ -562,6 +570,12 @@ mod tests {
             specs[0]["metricId"],
             json!([{"counterId": 6, "instance": ""}, {"counterId": 2, "instance": "0"}])
         );
+    }
+
+    #[test]
+    fn long_series_bound_the_size_of_a_call() {
+        let spec = |i: usize| json!({"entity": {"type": "VirtualMachine", "value": format!("vm-{i}")}, "maxSample": 60_000, "metricId": [{"counterId": 1, "instance": ""}]});
+        assert_eq!(split(vec![spec(1), spec(2), spec(3)], 64).len(), 3);
     }
 
     #[test]
