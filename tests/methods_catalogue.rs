@@ -34,6 +34,33 @@ fn host_at(url: &str) -> (Arc<MethodHost>, Arc<DirectAgent>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zabbix_lld_keeps_a_key_whose_value_is_null() {
+    let sim = simulator();
+    let host = common::method_host(sim, &[], vpoller::methods::Limits::default());
+    for helper in ["vpoller.helpers.zabbix", "vpoller.helpers.czabbix"] {
+        let reply = host
+            .handle(request(
+                "vm.alarm.get",
+                json!({"name": "DC0_H0_VM1", "helper": helper}),
+            ))
+            .await;
+        let out = reply.raw.expect("helper output");
+        assert!(
+            out.contains("\"{#VSPHERE.VM.ALARM.ACKNOWLEDGEDBYUSER}\": null"),
+            "{helper}: {out}"
+        );
+    }
+    let reply = host
+        .handle(request(
+            "vm.alarm.get",
+            json!({"name": "DC0_H0_VM1", "helper": "vpoller.helpers.cclient"}),
+        ))
+        .await;
+    let out = reply.raw.expect("helper output");
+    assert!(out.contains("\"acknowledgedByUser\": null"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_ascii_names_go_in_and_out_unharmed() {
     // A simulator of its own: this test renames a VM.
     let sim = Simulator::start(&[]);
@@ -79,8 +106,8 @@ async fn non_ascii_names_go_in_and_out_unharmed() {
         .await;
     let lld = reply.raw.expect("helper output");
     assert!(
-        lld.contains("\\u6d4b\\u8bd5-VM-\\u00fc"),
-        "Zabbix gets Python's ASCII escapes: {lld}"
+        lld.contains("\"测试-VM-ü\""),
+        "Zabbix gets UTF-8, as vPoller's helper wrote it (json.dumps(..., ensure_ascii=False)): {lld}"
     );
     let parsed: Value = serde_json::from_str(&lld).expect("valid JSON");
     assert!(

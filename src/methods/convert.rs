@@ -27,3 +27,14 @@ pub fn from_lua(lua: &Lua, value: Value) -> mlua::Result<serde_json::Value> {
         .encode_empty_tables_as_array(true);
     lua.from_value_with(value, options)
 }
+
+/// As [`to_lua`], but a JSON `null` stays a value (`vpoller.null`): what
+/// output helpers get, so that a key whose value is null is still written
+/// (vPoller's LLD rows keep `"{#...}": null`).
+pub fn to_lua_keeping_nulls(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
+    let options = SerializeOptions::new()
+        .serialize_none_to_null(true)
+        .serialize_unit_to_null(true);
+    super::memory::Reservation::make_room(lua, super::memory::lua_size(value));
+    lua.to_value_with(value, options)
+}

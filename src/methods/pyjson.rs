@@ -9,9 +9,30 @@ use serde_json::Value;
 use std::fmt::Write;
 
 pub fn dumps(value: &Value, indent: Option<usize>) -> String {
+    dumps_with(value, indent, true)
+}
+
+/// As [`dumps`]; with `ensure_ascii` false, as `json.dumps(...,
+/// ensure_ascii=False)`: non-ASCII text is written as UTF-8, and only
+/// control characters, quotes and backslashes are escaped (vPoller's
+/// Zabbix helper wrote its item values and LLD this way).
+pub fn dumps_with(value: &Value, indent: Option<usize>, ensure_ascii: bool) -> String {
     let mut out = String::new();
-    write_value(&mut out, value, indent, 0);
+    write_value(
+        &mut out,
+        value,
+        &Style {
+            indent,
+            ensure_ascii,
+        },
+        0,
+    );
     out
+}
+
+struct Style {
+    indent: Option<usize>,
+    ensure_ascii: bool,
 }
 
 fn key_rank(key: &str) -> (u8, &str) {
@@ -30,7 +51,8 @@ fn newline(out: &mut String, indent: Option<usize>, level: usize) {
     }
 }
 
-fn write_value(out: &mut String, value: &Value, indent: Option<usize>, level: usize) {
+fn write_value(out: &mut String, value: &Value, style: &Style, level: usize) {
+    let indent = style.indent;
     let item_sep = if indent.is_some() { "," } else { ", " };
     match value {
         Value::Null => out.push_str("null"),
@@ -42,7 +64,7 @@ fn write_value(out: &mut String, value: &Value, indent: Option<usize>, level: us
             }
             _ => out.push_str(&n.to_string()),
         },
-        Value::String(s) => write_string(out, s),
+        Value::String(s) => write_string(out, s, style.ensure_ascii),
         Value::Array(items) => {
             if items.is_empty() {
                 out.push_str("[]");
@@ -54,7 +76,7 @@ fn write_value(out: &mut String, value: &Value, indent: Option<usize>, level: us
                     out.push_str(item_sep);
                 }
                 newline(out, indent, level + 1);
-                write_value(out, item, indent, level + 1);
+                write_value(out, item, style, level + 1);
             }
             newline(out, indent, level);
             out.push(']');
@@ -72,9 +94,9 @@ fn write_value(out: &mut String, value: &Value, indent: Option<usize>, level: us
                     out.push_str(item_sep);
                 }
                 newline(out, indent, level + 1);
-                write_string(out, key);
+                write_string(out, key, style.ensure_ascii);
                 out.push_str(": ");
-                write_value(out, &map[*key], indent, level + 1);
+                write_value(out, &map[*key], style, level + 1);
             }
             newline(out, indent, level);
             out.push('}');
@@ -82,7 +104,7 @@ fn write_value(out: &mut String, value: &Value, indent: Option<usize>, level: us
     }
 }
 
-fn write_string(out: &mut String, s: &str) {
+fn write_string(out: &mut String, s: &str, ensure_ascii: bool) {
     out.push('"');
     for c in s.chars() {
         match c {
@@ -93,7 +115,7 @@ fn write_string(out: &mut String, s: &str) {
             '\t' => out.push_str("\\t"),
             '\u{08}' => out.push_str("\\b"),
             '\u{0c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+            c if (c as u32) < 0x20 || (ensure_ascii && (c as u32) > 0x7e) => {
                 let mut units = [0u16; 2];
                 for unit in c.encode_utf16(&mut units) {
                     let _ = write!(out, "\\u{unit:04x}");

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::catalog::{MethodSpec, compile_run};
-use super::convert::{from_lua, to_lua};
+use super::convert::{from_lua, to_lua, to_lua_keeping_nulls};
 use super::ctx::Ctx;
 use super::limits::Limits;
 use super::memory::{MemoryPool, Reservation};
@@ -214,7 +214,7 @@ async fn helper_output(
     let helper_fn = state.compiled(helper)?;
     let script = format!("{} ({})", helper.name, helper.file.display());
     sandbox::set_budget(&lua, Budget::new(&script, limits).yielding());
-    let args = to_lua(&lua, &reply.to_json())
+    let args = to_lua_keeping_nulls(&lua, &reply.to_json())
         .and_then(|r| Ok((r, to_lua(&lua, request)?)))
         .map_err(|e| format!("{script}: {e}"))?;
     let made = tokio::time::timeout(limits.timeout, helper_fn.call_async::<Value>(args)).await;

@@ -450,10 +450,13 @@ fn vpoller_module(lua: &Lua) -> mlua::Result<Table> {
     )?;
     json.set(
         "python",
-        lua.create_function(|lua, (v, indent): (Value, Option<usize>)| {
-            let value = super::convert::from_lua(lua, v)?;
-            Ok(super::pyjson::dumps(&value, indent))
-        })?,
+        lua.create_function(
+            |lua, (v, indent, ensure_ascii): (Value, Option<usize>, Option<bool>)| {
+                let value = super::convert::from_lua(lua, v)?;
+                let ascii = ensure_ascii.unwrap_or(true);
+                Ok(super::pyjson::dumps_with(&value, indent, ascii))
+            },
+        )?,
     )?;
     m.set("json", json)?;
     Ok(m)

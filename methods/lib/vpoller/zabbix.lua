@@ -1,7 +1,8 @@
 -- Zabbix output, as vpoller.helpers.zabbix of vPoller 0.7.3 wrote it: an
 -- item value (the first requested property of the last row) or low-level
 -- discovery data ({"data": [{"{#VSPHERE.<PREFIX>.<KEY>}": value}]}), JSON
--- encoded the way Python's json.dumps does.
+-- encoded the way Python's json.dumps(..., ensure_ascii=False) does. A key
+-- whose value is null is written with null, as vPoller did.
 local M = {}
 
 local item_methods = {
@@ -26,11 +27,13 @@ local lld_methods = {
   ["datastore.host.get"] = true, ["datastore.vm.get"] = true, ["vm.snapshot.get"] = true,
 }
 
+-- json.dumps(v, ensure_ascii=False), as vPoller's helper wrote values:
+-- non-ASCII text stays UTF-8, so Zabbix stores "Prüfung", not "Pr\u00fcfung".
 local function dumps(v)
   if v == nil then
     return "null"
   end
-  return vpoller.json.python(v)
+  return vpoller.json.python(v, nil, false)
 end
 
 -- The keys of a row in vPoller's order: "name", then the requested
@@ -68,7 +71,7 @@ function M.lld(prefix, rows, req)
     local members = {}
     for j, k in ipairs(ordered_keys(row, req)) do
       local macro = "{#VSPHERE." .. prefix .. "." .. string.upper(k) .. "}"
-      members[j] = vpoller.json.python(macro) .. ": " .. dumps(row[k])
+      members[j] = dumps(macro) .. ": " .. dumps(row[k])
     end
     items[i] = "{" .. table.concat(members, ", ") .. "}"
   end
