@@ -13,7 +13,8 @@ use vpoller::cli::{self, Cli};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = cli::agent_cmd::command_first(std::env::args_os().collect());
+    let cli = Cli::parse_from(args);
     let (level, json) = logging_for(&cli);
     init_logging(&level, json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

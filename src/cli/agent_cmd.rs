@@ -401,3 +401,86 @@ fn print_table(agents: &[AgentRecord]) {
         println!("(no agents; add one with `vpoller agent add`)");
     }
 }
+
+/// The agent commands, by the names clients type.
+const COMMANDS: &[&str] = &[
+    "init", "add", "update", "remove", "enable", "disable", "get", "test", "import",
+];
+
+/// Options of the agent commands that take a value (the value is never
+/// taken for a command name).
+const VALUED: &[&str] = &[
+    "-d",
+    "--db",
+    "--key-file",
+    "-H",
+    "--host",
+    "-U",
+    "--user",
+    "--url",
+    "--password-file",
+    "-P",
+    "--pwd",
+    "--cacert",
+    "--thumbprint",
+    "--timeout",
+    "--vconnector",
+    "--log-level",
+];
+
+/// vconnector-cli took its options before the command
+/// (`vconnector-cli -d DB -H vc01 -U user add`); so does `vpoller agent`:
+/// the command word is moved to just after `agent`, where clap wants it.
+pub fn command_first(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let Some(agent) = args.iter().position(|a| a == "agent") else {
+        return args;
+    };
+    let mut i = agent + 1;
+    while i < args.len() {
+        // Not UTF-8: no option or command of ours; clap will say what it is.
+        let Some(arg) = args[i].to_str() else { break };
+        if COMMANDS.contains(&arg) {
+            if i > agent + 1 {
+                let command = args.remove(i);
+                args.insert(agent + 1, command);
+            }
+            break;
+        }
+        if !arg.starts_with('-') || arg == "--" {
+            break;
+        }
+        let takes_value = VALUED.contains(&arg) && !arg.contains('=');
+        i += if takes_value { 2 } else { 1 };
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<std::ffi::OsString> {
+        s.split_whitespace().map(std::ffi::OsString::from).collect()
+    }
+
+    #[test]
+    fn options_before_the_command_are_accepted_as_vconnector_cli_took_them() {
+        assert_eq!(
+            command_first(words("vpoller agent -d a.db -H vc01 -U user add")),
+            words("vpoller agent add -d a.db -H vc01 -U user")
+        );
+        assert_eq!(
+            command_first(words("vpoller agent add -H vc01")),
+            words("vpoller agent add -H vc01")
+        );
+        // A value that happens to be a command name stays a value.
+        assert_eq!(
+            command_first(words("vpoller agent -H test get")),
+            words("vpoller agent get -H test")
+        );
+        assert_eq!(
+            command_first(words("vpoller call vm.get -V add")),
+            words("vpoller call vm.get -V add")
+        );
+    }
+}
