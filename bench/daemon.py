@@ -330,6 +330,20 @@ def bench_size(vms, seconds, clients, tmp, baseline=None):
     sim.wait()
 
 
+def enter_venv():
+    """Re-runs this script in tests/pyclient's virtual environment (pyzmq,
+    vPoller 0.7.3), making it first if missing."""
+    subprocess.run(["bash", os.path.join(TOP, "tests/pyclient/setup.sh"), VENV], check=True)
+    if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
+        os.execv(os.path.join(VENV, "bin/python"), [os.path.join(VENV, "bin/python")] + sys.argv)
+
+
+def build_all():
+    """The simulator launcher and vpoller's release build."""
+    subprocess.run(["bash", os.path.join(TOP, "tests/vcsim/build.sh")], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=TOP, check=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vms", default="1000,10000")
@@ -337,11 +351,8 @@ def main():
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--baseline", help="another vpoller binary to compare vm.get with")
     args = ap.parse_args()
-    subprocess.run(["bash", os.path.join(TOP, "tests/pyclient/setup.sh"), VENV], check=True)
-    if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-        os.execv(os.path.join(VENV, "bin/python"), [os.path.join(VENV, "bin/python")] + sys.argv)
-    subprocess.run(["bash", os.path.join(TOP, "tests/vcsim/build.sh")], check=True)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=TOP, check=True)
+    enter_venv()
+    build_all()
     with tempfile.TemporaryDirectory() as tmp:
         for vms in [int(v) for v in args.vms.split(",")]:
             bench_size(vms, args.seconds, args.clients, tmp, args.baseline and os.path.abspath(args.baseline))

@@ -14,7 +14,7 @@ throughput.
 import argparse, json, os, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon import (TOP, VENV, VPOLLER, mgmt, original_vpoller, port_free, run_load,  # noqa: E402
+from daemon import (TOP, VPOLLER, build_all, enter_venv, mgmt, original_vpoller, port_free, run_load,  # noqa: E402
                     soap_calls, start_daemon)
 
 COUNTERS = ["cpu.usagemhz.megaHertz.average", "cpu.usage.percent.average", "mem.usage.percent.average",
@@ -83,11 +83,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--clients", type=int, default=8)
     args = ap.parse_args()
-    subprocess.run(["bash", os.path.join(TOP, "tests/pyclient/setup.sh"), VENV], check=True)
-    if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-        os.execv(os.path.join(VENV, "bin/python"), [os.path.join(VENV, "bin/python")] + sys.argv)
-    subprocess.run(["bash", os.path.join(TOP, "tests/vcsim/build.sh")], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=TOP, check=True)
+    enter_venv()
+    build_all()
     per_pool = max(1, args.vms // 2)
     with tempfile.TemporaryDirectory() as tmp:
         listen = "127.0.0.1:443" if port_free(443) else "127.0.0.1:0"

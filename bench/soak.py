@@ -13,7 +13,7 @@ and whether RSS and descriptors stayed flat. Exits 1 if a reply was lost.
 import argparse, collections, json, multiprocessing as mp, os, signal, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon import TOP, VENV, VPOLLER, free_port, wait_port  # noqa: E402
+from daemon import TOP, VPOLLER, build_all, enter_venv, free_port, wait_port  # noqa: E402
 
 SESSION_IDLE = 4  # seconds; the pause in each period is longer
 
@@ -98,11 +98,8 @@ def main():
     ap.add_argument("--period", type=float, default=60)
     ap.add_argument("--clients", type=int, default=8)
     args = ap.parse_args()
-    subprocess.run(["bash", os.path.join(TOP, "tests/pyclient/setup.sh"), VENV], check=True)
-    if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-        os.execv(os.path.join(VENV, "bin/python"), [os.path.join(VENV, "bin/python")] + sys.argv)
-    subprocess.run(["bash", os.path.join(TOP, "tests/vcsim/build.sh")], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=TOP, check=True)
+    enter_venv()
+    build_all()
     seconds = args.minutes * 60
     periods = max(1, int(seconds // args.period))
     with tempfile.TemporaryDirectory() as tmp:

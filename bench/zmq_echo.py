@@ -11,7 +11,7 @@ Prints requests per second, p50/p99 latency and the ratio libzmq/zeromq.
 import argparse, os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from daemon import TOP, VENV, free_port, run_load, wait_port  # noqa: E402
+from daemon import TOP, enter_venv, free_port, run_load, wait_port  # noqa: E402
 
 ECHO = os.path.join(TOP, "target/release/examples/zmq_echo")
 REQUEST = b'{"method": "vm.get", "hostname": "vcsim", "name": "DC0_H0_VM0", "properties": ["runtime.powerState"]}'
@@ -35,9 +35,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--clients", type=int, default=8)
     args = ap.parse_args()
-    subprocess.run(["bash", os.path.join(TOP, "tests/pyclient/setup.sh"), VENV], check=True)
-    if os.path.realpath(sys.prefix) != os.path.realpath(VENV):
-        os.execv(os.path.join(VENV, "bin/python"), [os.path.join(VENV, "bin/python")] + sys.argv)
+    enter_venv()
     subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "zmq_echo"], cwd=TOP, check=True)
     results = {}
     # Alternate, so that neither library gets the quieter half of the run.
