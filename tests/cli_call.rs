@@ -126,3 +126,110 @@ fn usage_errors_exit_2() {
     let out = vpoller(&["call", "vm.get"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// The binary, copied where no source tree or share/ directory is.
+fn copied_binary() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("dir");
+    let bin = dir.path().join("vpoller");
+    std::fs::copy(env!("CARGO_BIN_EXE_vpoller"), &bin).expect("copy the binary");
+    (dir, bin)
+}
+
+fn run_in_root(bin: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .current_dir("/")
+        .env("VPOLLER_PASSWORD", "pass")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the copied binary")
+}
+
+#[test]
+fn a_copied_binary_brings_its_methods() {
+    let (dir, bin) = copied_binary();
+    let list = run_in_root(&bin, &["methods", "list"]);
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let text = String::from_utf8_lossy(&list.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 53, "{text}");
+    assert!(lines.iter().all(|l| l.contains("embedded:")), "{text}");
+
+    let out = dir.path().join("exported");
+    let export = run_in_root(&bin, &["methods", "export", out.to_str().expect("path")]);
+    assert!(export.status.success());
+    assert!(out.join("vm.get.lua").is_file() && out.join("lib/vpoller/inventory.lua").is_file());
+
+    let call = run_in_root(
+        &bin,
+        &[
+            "call",
+            "vm.get",
+            "-n",
+            "DC0_H0_VM0",
+            "-p",
+            "runtime.powerState",
+            "--url",
+            &simulator().url,
+            "-u",
+            "user",
+        ],
+    );
+    let reply: Value = serde_json::from_slice(&call.stdout).expect("reply JSON");
+    assert_eq!(
+        reply["result"][0]["runtime.powerState"], "poweredOn",
+        "{reply}"
+    );
+    let leftovers = std::fs::read_dir(std::env::temp_dir())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("vpoller-methods-")
+                })
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(leftovers, 0, "the written-out copy is removed at exit");
+}
+
+#[test]
+fn a_service_without_methods_stops_at_start_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (db, key) = (dir.path().join("a.db"), dir.path().join("a.key"));
+    let (db, key) = (db.to_str().expect("path"), key.to_str().expect("path"));
+    assert!(
+        vpoller(&["agent", "init", "-d", db, "--key-file", key])
+            .status
+            .success()
+    );
+    let empty = dir.path().join("no-methods");
+    std::fs::create_dir(&empty).expect("dir");
+    let config = dir.path().join("vpoller.conf");
+    std::fs::write(
+        &config,
+        format!("[worker]\nbuiltin-methods = {}\n", empty.display()),
+    )
+    .expect("config");
+    let out = vpoller(&[
+        "daemon",
+        "-f",
+        config.to_str().expect("path"),
+        "-d",
+        db,
+        "--key-file",
+        key,
+        "--frontend",
+        "tcp://127.0.0.1:0",
+        "--mgmt",
+        "tcp://127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no methods loaded"), "{err}");
+}

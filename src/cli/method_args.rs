@@ -68,15 +68,18 @@ pub fn method_dirs(builtin: Option<PathBuf>, admin: &[PathBuf]) -> MethodDirs {
     } else {
         admin.to_vec()
     };
-    MethodDirs {
-        builtin: builtin.or_else(builtin_dir),
-        admin,
-    }
+    let builtin = builtin.or_else(builtin_dir).or_else(|| {
+        crate::methods::embedded::extracted()
+            .map_err(|e| tracing::error!("{e}"))
+            .ok()
+    });
+    MethodDirs { builtin, admin }
 }
 
-/// The built-in methods: `methods/` beside the binary, the installed
-/// `../share/vpoller/methods`, or, for a binary in a source tree's
-/// `target/`, the tree's own `methods/`.
+/// The built-in methods on disk: `methods/` beside the binary, the
+/// installed `../share/vpoller/methods`, or, for a binary in a source
+/// tree's `target/`, the tree's own `methods/`. When there is none, the
+/// copy embedded in the binary is used (see [`crate::methods::embedded`]).
 pub fn builtin_dir() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let bin = exe.parent()?;
@@ -84,7 +87,6 @@ pub fn builtin_dir() -> Option<PathBuf> {
         bin.join("methods"),
         bin.join("../share/vpoller/methods"),
         bin.join("../../methods"),
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("methods"),
     ];
     candidates
         .into_iter()

@@ -49,6 +49,24 @@ impl MethodDirs {
     }
 
     /// The `lib/` folders `require` searches, highest precedence first.
+    /// The error for a catalogue with nothing in it: a process without
+    /// methods stops at start-up, never serves an empty catalogue.
+    pub fn nothing_loaded(&self) -> String {
+        let looked: Vec<String> = self
+            .ordered()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        format!(
+            "no methods loaded (looked in: {}); give --builtin-methods DIR or --methods-dir DIR",
+            if looked.is_empty() {
+                "nowhere".to_string()
+            } else {
+                looked.join(", ")
+            }
+        )
+    }
+
     pub fn lib_dirs(&self) -> LibDirs {
         LibDirs(Arc::new(
             self.ordered().iter().rev().map(|d| d.join("lib")).collect(),

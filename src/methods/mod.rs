@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod convert;
 pub mod ctx;
+pub mod embedded;
 pub mod limits;
 pub mod memory;
 pub mod pyjson;

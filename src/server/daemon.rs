@@ -91,7 +91,10 @@ pub(crate) fn method_service(
             .with_guard_options(config.guards.clone()),
     );
     agents.keep_current()?;
-    let host = MethodHost::new(dirs, config.limits.clone(), agents.clone());
+    let host = MethodHost::new(dirs.clone(), config.limits.clone(), agents.clone());
+    if host.catalog().methods.is_empty() {
+        return Err(dirs.nothing_loaded());
+    }
     host.watch()?;
     Ok((agents, Arc::new(Dispatcher::new(host))))
 }
