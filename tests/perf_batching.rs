@@ -148,7 +148,7 @@ async fn warm(host: &Arc<MethodHost>, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_share_one_query_and_each_gets_its_own_series() {
     let sim = simulator();
-    let bed = bed(&sim, options(200, None));
+    let bed = bed(&sim, options(500, None));
     warm(&bed.host, NAMES).await;
     let before = sim.calls_of("QueryPerf");
     let asks: Vec<Value> = (0..NAMES)
@@ -176,7 +176,7 @@ async fn concurrent_requests_share_one_query_and_each_gets_its_own_series() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metric_cap_splits_a_batch() {
     let sim = simulator();
-    let bed = bed(&sim, options(200, Some(4)));
+    let bed = bed(&sim, options(500, Some(4)));
     warm(&bed.host, 10).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let before = sim.calls_of("QueryPerf");
