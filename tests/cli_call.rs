@@ -233,3 +233,25 @@ fn a_service_without_methods_stops_at_start_up() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no methods loaded"), "{err}");
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_command_line() {
+    let out = vpoller(&["generate", "completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("_vpoller()") && script.contains("agent"),
+        "{script}"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let out = vpoller(&["generate", "man", dir.path().to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(dir.path().join("vpoller-agent-add.1"))
+        .expect("the agent add page");
+    assert!(page.contains("Register a vSphere host"), "{page}");
+    assert!(dir.path().join("vpoller.1").is_file());
+}

@@ -3,6 +3,7 @@
 pub mod agent_cmd;
 pub mod call;
 pub mod collect;
+pub mod generate;
 pub mod method_args;
 pub mod methods_cmd;
 pub mod request;
@@ -53,6 +54,9 @@ pub enum Command {
     /// List or check the method scripts
     #[command(subcommand)]
     Methods(methods_cmd::MethodsCommand),
+    /// Shell completions and man pages
+    #[command(subcommand)]
+    Generate(generate::GenerateCommand),
 }
 
 /// Runs a parsed command. `Ok(false)` means it ran but did not succeed
@@ -62,6 +66,7 @@ pub async fn run(cli: Cli) -> Result<bool, String> {
         Command::Collect(args) => collect::run(args).await.map(|()| true),
         Command::Call(args) => call::run(*args).await,
         Command::Methods(command) => methods_cmd::run(command),
+        Command::Generate(command) => generate::run(command),
         Command::Agent(command) => agent_cmd::run(command).await,
         Command::Client(args) => service_cmd::client(*args).await,
         Command::Daemon(args) => service_cmd::service(service_cmd::Role::Daemon, &args).await,
