@@ -393,3 +393,21 @@ fn a_request_that_waited_past_its_deadline_is_dropped_not_worked_on() {
     assert_eq!(done, 0);
     assert!(vpoller_client_ok(&front));
 }
+
+#[test]
+fn sighup_reloads_and_does_not_stop_the_daemon() {
+    let reg = Registry::new(&simulator().url);
+    let (mut daemon, front, mgmt) = daemon(&reg);
+    let status = Command::new("kill")
+        .args(["-HUP", &daemon.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        matches!(daemon.0.try_wait(), Ok(None)),
+        "SIGHUP must not stop it"
+    );
+    wait_for_status(&mgmt, "daemon");
+    assert!(vpoller_client_ok(&front));
+}

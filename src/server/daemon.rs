@@ -129,6 +129,7 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
         agents: agents.clone(),
         config: config.clone(),
     });
+    super::wire::reload_on_hangup(status.clone());
     let mgmt_endpoint = config.proxy_mgmt.clone();
     let mgmt_stop = stop.clone();
     let mgmt =

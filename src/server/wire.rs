@@ -165,6 +165,22 @@ pub async fn serve_management(
     Ok(())
 }
 
+/// SIGHUP does what the management socket's `reload` does (systemd's
+/// `ExecReload`), for as long as the process runs.
+pub fn reload_on_hangup(management: Arc<dyn Management>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let outcome = management.reload();
+            tracing::info!(%outcome, "SIGHUP: reloaded");
+        }
+    });
+}
+
 /// Serves the management socket in a task of its own; a failure to bind is
 /// logged (the service goes on without it).
 pub fn spawn_management(
@@ -172,6 +188,7 @@ pub fn spawn_management(
     management: Arc<dyn Management>,
     stop: watch::Sender<bool>,
 ) {
+    reload_on_hangup(management.clone());
     tokio::spawn(async move {
         if let Err(e) = serve_management(&endpoint, management, stop).await {
             tracing::error!("{e}");
