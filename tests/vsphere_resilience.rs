@@ -157,18 +157,9 @@ async fn each_call_has_its_own_deadline() {
     endpoint.deadline = Duration::from_millis(700);
     let client = connect(&endpoint, "user", "pass").await;
     let this = vpoller::vsphere::MoRef::new("ServiceInstance", "ServiceInstance");
-    // The simulator stops answering for 1.5 s: longer than the default
-    // deadline, shorter than a long poll's.
+    // The simulator stops answering: a call with the default deadline gives
+    // up; one with a longer deadline outlasts the pause.
     signal(&sim, "STOP");
-    let resume = std::thread::spawn({
-        let pid = sim.pid();
-        move || {
-            std::thread::sleep(Duration::from_millis(1500));
-            let _ = std::process::Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .status();
-        }
-    });
     let short = client
         .invoke("CurrentTime", &this, &serde_json::Value::Null)
         .await;
@@ -176,6 +167,16 @@ async fn each_call_has_its_own_deadline() {
         matches!(short, Err(Error::Timeout { after, .. }) if after == Duration::from_millis(700)),
         "{short:?}"
     );
+    let resume = std::thread::spawn({
+        let pid = sim.pid();
+        move || {
+            std::thread::sleep(Duration::from_millis(1000));
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        }
+    });
+    let started = std::time::Instant::now();
     let long = client
         .invoke_within(
             Duration::from_secs(10),
@@ -184,6 +185,10 @@ async fn each_call_has_its_own_deadline() {
             &serde_json::Value::Null,
         )
         .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "it did wait"
+    );
     resume.join().expect("resumed");
     assert!(
         long.is_ok(),

@@ -132,7 +132,15 @@ impl Guards {
 
     /// May a call go to the vCenter now? `Err` while the circuit is open
     /// (or another caller's probe is out), with the failure that opened it.
-    pub fn admit(&self, host: &str) -> Result<Admission, Error> {
+    pub fn admit(&self, host: &str) -> Result<Admitted<'_>, Error> {
+        self.admission(host).map(|kind| Admitted {
+            guards: self,
+            kind,
+            reported: false,
+        })
+    }
+
+    fn admission(&self, host: &str) -> Result<Admission, Error> {
         let Ok(mut b) = self.breaker.lock() else {
             return Ok(Admission::Normal);
         };
@@ -154,9 +162,20 @@ impl Guards {
         Ok(Admission::Probe)
     }
 
+    /// A probe that ended without a report (its caller gave up): the next
+    /// caller may probe.
+    fn abandoned(&self, admission: Admission) {
+        if admission == Admission::Probe
+            && let Ok(mut b) = self.breaker.lock()
+            && let Some(open) = &mut b.open
+        {
+            open.probing = false;
+        }
+    }
+
     /// Reports how an admitted call went: `reached` is true when the
     /// vCenter answered at all (a fault is an answer).
-    pub fn report(&self, admission: Admission, reached: bool, failure: Option<&Error>) {
+    fn report(&self, admission: Admission, reached: bool, failure: Option<&Error>) {
         let Ok(mut b) = self.breaker.lock() else {
             return;
         };
@@ -215,6 +234,35 @@ fn while_blocked(error: &Error, left: Duration) -> Error {
             ),
         },
         other => Error::Config(other.to_string()),
+    }
+}
+
+/// A call let through; say how it went with [`Admitted::report`]. Dropped
+/// unreported (the caller's future was cancelled), it frees the probe.
+#[derive(Debug)]
+pub struct Admitted<'g> {
+    guards: &'g Guards,
+    kind: Admission,
+    reported: bool,
+}
+
+impl Admitted<'_> {
+    pub fn kind(&self) -> Admission {
+        self.kind
+    }
+
+    /// `reached`: the vCenter answered at all (a fault is an answer).
+    pub fn report(mut self, reached: bool, failure: Option<&Error>) {
+        self.reported = true;
+        self.guards.report(self.kind, reached, failure);
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.guards.abandoned(self.kind);
+        }
     }
 }
 
@@ -303,18 +351,22 @@ mod tests {
         });
         for _ in 0..2 {
             let a = guards.admit("vc01").expect("closed");
-            guards.report(a, false, Some(&down()));
+            a.report(false, Some(&down()));
         }
         let refused = guards.admit("vc01").expect_err("open");
         assert!(refused.to_string().contains("vc01"), "{refused}");
         assert!(refused.to_string().contains("no answer"), "{refused}");
         std::thread::sleep(Duration::from_millis(40));
         let probe = guards.admit("vc01").expect("a probe after the cool-down");
-        assert_eq!(probe, Admission::Probe);
+        assert_eq!(probe.kind(), Admission::Probe);
         assert!(guards.admit("vc01").is_err(), "one probe at a time");
-        guards.report(probe, true, None);
+        drop(probe);
+        let probe = guards
+            .admit("vc01")
+            .expect("a probe whose caller gave up frees the way");
+        probe.report(true, None);
         assert_eq!(
-            guards.admit("vc01").expect("closed again"),
+            guards.admit("vc01").expect("closed again").kind(),
             Admission::Normal
         );
         assert!(!guards.circuit_open());

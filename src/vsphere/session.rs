@@ -151,15 +151,6 @@ impl Session {
             return Err(remembered);
         }
         let transport = Transport::new(endpoint)?;
-        let admission = guards.admit(transport.host())?;
-        let advertised = match api_version(&transport).await {
-            Ok(v) => v,
-            Err(e) => {
-                guards.report(admission, false, Some(&e));
-                return Err(e);
-            }
-        };
-        let version_for_bootstrap = advertised.clone().unwrap_or_default();
         let this = MoRef::new(SERVICE_INSTANCE.0, SERVICE_INSTANCE.1);
         let body = encode::request_body("RetrieveServiceContent", &this, &Value::Null).map_err(
             |message| Error::Encode {
@@ -167,6 +158,15 @@ impl Session {
                 message,
             },
         )?;
+        let admission = guards.admit(transport.host())?;
+        let advertised = match api_version(&transport).await {
+            Ok(v) => v,
+            Err(e) => {
+                admission.report(false, Some(&e));
+                return Err(e);
+            }
+        };
+        let version_for_bootstrap = advertised.clone().unwrap_or_default();
         let reply = transport
             .post(
                 "RetrieveServiceContent",
@@ -177,8 +177,7 @@ impl Session {
                 transport.deadline(),
             )
             .await;
-        guards.report(
-            admission,
+        admission.report(
             !reply.as_ref().is_err_and(Error::is_unreachable),
             reply.as_ref().err(),
         );
@@ -377,9 +376,7 @@ impl Session {
             )
             .await;
         let unreachable = result.as_ref().is_err_and(Error::is_unreachable);
-        self.inner
-            .guards
-            .report(admission, !unreachable, result.as_ref().err());
+        admission.report(!unreachable, result.as_ref().err());
         tracing::trace!(host = %self.host(), method, elapsed_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "soap call");
         result
     }
