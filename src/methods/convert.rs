@@ -10,9 +10,13 @@ use mlua::serde::{DeserializeOptions, SerializeOptions};
 use mlua::{Lua, LuaSerdeExt, Value};
 
 pub fn to_lua(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
+    to_lua_with(lua, value, false)
+}
+
+fn to_lua_with(lua: &Lua, value: &serde_json::Value, keep_nulls: bool) -> mlua::Result<Value> {
     let options = SerializeOptions::new()
-        .serialize_none_to_null(false)
-        .serialize_unit_to_null(false);
+        .serialize_none_to_null(keep_nulls)
+        .serialize_unit_to_null(keep_nulls);
     // A large value (a big inventory's rows) gets its room before it is
     // made, not from the next instruction hook.
     super::memory::Reservation::make_room(lua, super::memory::lua_size(value));
@@ -32,9 +36,5 @@ pub fn from_lua(lua: &Lua, value: Value) -> mlua::Result<serde_json::Value> {
 /// output helpers get, so that a key whose value is null is still written
 /// (vPoller's LLD rows keep `"{#...}": null`).
 pub fn to_lua_keeping_nulls(lua: &Lua, value: &serde_json::Value) -> mlua::Result<Value> {
-    let options = SerializeOptions::new()
-        .serialize_none_to_null(true)
-        .serialize_unit_to_null(true);
-    super::memory::Reservation::make_room(lua, super::memory::lua_size(value));
-    lua.to_value_with(value, options)
+    to_lua_with(lua, value, true)
 }

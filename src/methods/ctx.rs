@@ -67,7 +67,7 @@ pub(crate) fn describe_failure(lua: &mlua::Lua, error: Value) -> mlua::Result<ml
                 out.set("host", f.host.clone())?;
                 (f.kind, f.message.clone())
             }
-            None if is_memory(e) => ("limit", super::error_text(e)),
+            None if super::run::is_memory_error(e) => ("limit", super::error_text(e)),
             None => ("invalid_argument", super::error_text(e)),
         },
         other => ("invalid_argument", other.to_string().unwrap_or_default()),
@@ -79,15 +79,6 @@ pub(crate) fn describe_failure(lua: &mlua::Lua, error: Value) -> mlua::Result<ml
     out.set("kind", kind)?;
     out.set("reason", reason)?;
     Ok(out)
-}
-
-fn is_memory(e: &mlua::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<mlua::Error>(),
-            Some(mlua::Error::MemoryError(_))
-        )
-    }) || matches!(e, mlua::Error::MemoryError(_))
 }
 
 /// One request's view of vSphere.

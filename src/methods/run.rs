@@ -283,7 +283,8 @@ pub(crate) async fn apply_helper(
     }
 }
 
-fn is_memory_error(e: &mlua::Error) -> bool {
+/// Whether a call failed because Lua ran out of its memory share.
+pub(crate) fn is_memory_error(e: &mlua::Error) -> bool {
     match e {
         mlua::Error::MemoryError(_) => true,
         mlua::Error::CallbackError { cause, .. } => is_memory_error(cause),

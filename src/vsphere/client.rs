@@ -311,13 +311,9 @@ impl Client {
     /// Keeps an idle session alive and notices a lost one early, by reading
     /// `SessionManager.currentSession`.
     pub async fn keepalive(&self) -> Result<()> {
-        let manager = self.manager("sessionManager")?;
-        self.get_objects(
-            std::slice::from_ref(&manager),
-            &["currentSession".to_string()],
-        )
-        .await
-        .map(|_| ())
+        collector::manager_property(&self.inner.session, "sessionManager", "currentSession")
+            .await
+            .map(|_| ())
     }
 
     /// Stops what runs in the background, destroys the shared views, and

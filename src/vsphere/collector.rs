@@ -438,6 +438,21 @@ pub async fn get_objects(
     retrieve_all(session, &filter_for_objects(objects, paths)).await
 }
 
+/// One property of one of the service content's managers (`perfManager`'s
+/// `perfCounter`), or `None` when it is unset.
+pub async fn manager_property(
+    session: &Session,
+    manager: &str,
+    path: &str,
+) -> Result<Option<Value>> {
+    let manager = session.manager(manager)?;
+    let rows = get_objects(session, std::slice::from_ref(&manager), &[path.to_string()]).await?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|mut o| o.props.remove(path)))
+}
+
 /// Properties of given objects of several types, the paths chosen by type,
 /// in one round trip. Types missing from `paths` get none.
 pub async fn get_objects_by_type(

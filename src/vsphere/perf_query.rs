@@ -238,18 +238,13 @@ impl PerfQueries {
     pub async fn intervals(&self, session: &Session) -> Result<Value> {
         self.intervals
             .get_or_try_init(|| async {
-                let manager = session.manager("perfManager")?;
-                let rows = super::collector::get_objects(
+                let intervals = super::collector::manager_property(
                     session,
-                    std::slice::from_ref(&manager),
-                    &["historicalInterval".to_string()],
+                    "perfManager",
+                    "historicalInterval",
                 )
                 .await?;
-                Ok(rows
-                    .into_iter()
-                    .next()
-                    .and_then(|mut o| o.props.remove("historicalInterval"))
-                    .unwrap_or(Value::Array(Vec::new())))
+                Ok(intervals.unwrap_or(Value::Array(Vec::new())))
             })
             .await
             .cloned()

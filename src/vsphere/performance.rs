@@ -63,22 +63,12 @@ impl CounterCache {
     pub async fn get(&self, session: &Session) -> Result<Arc<PerfCounters>> {
         self.counters
             .get_or_try_init(|| async {
-                let manager = session.manager("perfManager")?;
-                let rows = collector::get_objects(
-                    session,
-                    std::slice::from_ref(&manager),
-                    &["perfCounter".to_string()],
-                )
-                .await?;
-                let list = rows
-                    .into_iter()
-                    .next()
-                    .and_then(|mut o| o.props.remove("perfCounter"))
-                    .and_then(|v| match v {
-                        Value::Array(items) => Some(items),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
+                let list = match collector::manager_property(session, "perfManager", "perfCounter")
+                    .await?
+                {
+                    Some(Value::Array(items)) => items,
+                    _ => Vec::new(),
+                };
                 Ok(Arc::new(PerfCounters::from_list(list)))
             })
             .await
