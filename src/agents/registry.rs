@@ -47,7 +47,37 @@ struct Slot {
 #[derive(Default)]
 struct Snapshot {
     version: Option<i64>,
-    agents: HashMap<String, (AgentRecord, Result<Password, String>)>,
+    agents: HashMap<String, Arc<Agent>>,
+}
+
+/// One agent as last read, with what a session is made from worked out
+/// once per read, not once per request.
+struct Agent {
+    record: AgentRecord,
+    login: Result<(LoginDetails, Password), String>,
+}
+
+impl Agent {
+    fn new(record: AgentRecord, password: Result<Password, String>) -> Agent {
+        let login = password.map(|password| {
+            let details = LoginDetails {
+                url: record.sdk_url(),
+                username: record.username.clone(),
+                password_digest: Sha256::digest(password.expose().as_bytes()).into(),
+                tls: record.tls.clone(),
+            };
+            (details, password)
+        });
+        Agent { record, login }
+    }
+
+    /// What to log in with; an error if the password cannot be read.
+    fn login(&self) -> Result<(&LoginDetails, &Password), String> {
+        match &self.login {
+            Ok((details, password)) => Ok((details, password)),
+            Err(e) => Err(e.clone()),
+        }
+    }
 }
 
 /// How often the registry is checked for changes by other processes.
@@ -125,7 +155,10 @@ impl RegistryAgents {
         let mut agents = HashMap::new();
         for record in store.list()? {
             let password = store.password(&record.hostname);
-            agents.insert(record.hostname.clone(), (record, password));
+            agents.insert(
+                record.hostname.clone(),
+                Arc::new(Agent::new(record, password)),
+            );
         }
         self.snapshot.store(Arc::new(Snapshot {
             version: Some(version),
@@ -134,15 +167,15 @@ impl RegistryAgents {
         Ok(())
     }
 
-    /// The agent as last read.
-    fn lookup(&self, hostname: &str) -> Result<(AgentRecord, Password), String> {
+    /// The agent as last read, if it is enabled.
+    fn lookup(&self, hostname: &str) -> Result<Arc<Agent>, String> {
         let snapshot = self.snapshot.load();
         match snapshot.agents.get(hostname) {
             None => Err("Unknown or missing agent name".into()),
-            Some((record, _)) if !record.enabled => Err(format!(
+            Some(agent) if !agent.record.enabled => Err(format!(
                 "Agent {hostname} is disabled (enable it with `vpoller agent enable -H {hostname}`)"
             )),
-            Some((record, password)) => Ok((record.clone(), password.clone()?)),
+            Some(agent) => Ok(agent.clone()),
         }
     }
 
@@ -164,21 +197,23 @@ impl RegistryAgents {
         }
     }
 
-    fn new_slot(&self, details: LoginDetails, password: Password) -> Arc<Slot> {
+    fn new_slot(&self, details: &LoginDetails, password: &Password) -> Arc<Slot> {
         Arc::new(Slot {
-            details,
-            password,
+            details: details.clone(),
+            password: password.clone(),
             session: OnceCell::new(),
             guards: Arc::new(Guards::new(self.guard_options.clone())),
         })
     }
 
-    fn slot(&self, hostname: &str, details: LoginDetails, password: Password) -> Arc<Slot> {
+    /// The agent's slot; only new login details make (and clone into) a new
+    /// one.
+    fn slot(&self, hostname: &str, details: &LoginDetails, password: &Password) -> Arc<Slot> {
         let Ok(mut slots) = self.slots.lock() else {
             return self.new_slot(details, password);
         };
         if let Some(slot) = slots.get(hostname)
-            && slot.details == details
+            && slot.details == *details
         {
             return slot.clone();
         }
@@ -211,7 +246,7 @@ impl RegistryAgents {
 
 impl Agents for RegistryAgents {
     fn check(&self, hostname: &str) -> Result<(), String> {
-        self.lookup(hostname).map(|_| ())
+        self.lookup(hostname)?.login().map(|_| ())
     }
 
     fn session<'a>(
@@ -219,15 +254,10 @@ impl Agents for RegistryAgents {
         hostname: &'a str,
     ) -> Pin<Box<dyn Future<Output = Result<Client, crate::vsphere::Error>> + Send + 'a>> {
         Box::pin(async move {
-            let (record, password) = self
+            let agent = self
                 .lookup(hostname)
                 .map_err(crate::vsphere::Error::Config)?;
-            let details = LoginDetails {
-                url: record.sdk_url(),
-                username: record.username.clone(),
-                password_digest: Sha256::digest(password.expose().as_bytes()).into(),
-                tls: record.tls.clone(),
-            };
+            let (details, password) = agent.login().map_err(crate::vsphere::Error::Config)?;
             let slot = self.slot(hostname, details, password);
             let result = slot
                 .session

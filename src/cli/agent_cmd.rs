@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::secret::{PASSWORD_ENV, read_password};
 use super::target::TlsArgs;
 use crate::agents::{AgentChanges, AgentRecord, DEFAULT_DB, DEFAULT_KEY_FILE, Store};
-use crate::vsphere::{Credentials, Endpoint, Password, Session, SessionOptions};
+use crate::vsphere::{Client, Credentials, Endpoint, Password, SessionOptions};
 
 /// Where the registry and its key are.
 #[derive(Debug, Clone, Args)]
@@ -325,12 +325,12 @@ async fn test(registry: &RegistryArgs, host: &str, timeout: f64) -> Result<(), S
         user: record.username.clone(),
         password,
     };
-    match Session::connect(&endpoint, credentials, SessionOptions::default()).await {
+    match Client::connect(&endpoint, credentials, SessionOptions::default()).await {
         Ok(session) => {
             store.record_login(host, Ok(()));
             let about = serde_json::to_string_pretty(session.about()).map_err(|e| e.to_string())?;
             println!("{about}");
-            session.logout().await.map_err(|e| e.to_string())?;
+            session.shutdown().await.map_err(|e| e.to_string())?;
             if !record.enabled {
                 eprintln!("vpoller: note: agent {} is disabled", host);
             }

@@ -129,18 +129,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects, reads the service content, and logs in, with guards of
-    /// its own (one-shot commands).
-    pub async fn connect(
-        endpoint: &Endpoint,
-        credentials: Credentials,
-        options: SessionOptions,
-    ) -> Result<Session> {
-        Session::connect_guarded(endpoint, credentials, options, Arc::default()).await
-    }
-
-    /// Connects under the agent's `guards`: a remembered login failure or
-    /// an open circuit is the answer at once, with no call made.
+    /// Connects, reads the service content, and logs in, under the agent's
+    /// `guards`: a remembered login failure or an open circuit is the
+    /// answer at once, with no call made. The rest of vpoller connects
+    /// through [`crate::vsphere::Client`].
     pub async fn connect_guarded(
         endpoint: &Endpoint,
         credentials: Credentials,
