@@ -92,6 +92,8 @@ pub struct RegistryAgents {
     options: SessionOptions,
     guard_options: GuardOptions,
     deadline: Duration,
+    /// Where sessions of agents that went away are shut down.
+    runtime: Mutex<Option<tokio::runtime::Handle>>,
 }
 
 impl RegistryAgents {
@@ -104,6 +106,7 @@ impl RegistryAgents {
             options: SessionOptions::default(),
             guard_options: GuardOptions::default(),
             deadline,
+            runtime: Mutex::new(tokio::runtime::Handle::try_current().ok()),
         };
         agents.refresh()?;
         Ok(agents)
@@ -160,11 +163,39 @@ impl RegistryAgents {
                 Arc::new(Agent::new(record, password)),
             );
         }
+        let gone: Vec<String> = match self.slots.lock() {
+            Ok(slots) => slots
+                .keys()
+                .filter(|h| !agents.get(*h).is_some_and(|a| a.record.enabled))
+                .cloned()
+                .collect(),
+            Err(_) => Vec::new(),
+        };
         self.snapshot.store(Arc::new(Snapshot {
             version: Some(version),
             agents,
         }));
+        for hostname in gone {
+            self.retire(&hostname);
+        }
         Ok(())
+    }
+
+    /// An agent removed or disabled: its mirror stops and its session is
+    /// logged out.
+    fn retire(&self, hostname: &str) {
+        let slot = self.slots.lock().ok().and_then(|mut s| s.remove(hostname));
+        let Some(client) = slot.and_then(|s| s.session.get().cloned()) else {
+            return;
+        };
+        let runtime = self.runtime.lock().ok().and_then(|r| r.clone());
+        let Some(runtime) = runtime.or_else(|| tokio::runtime::Handle::try_current().ok()) else {
+            return;
+        };
+        tracing::info!(agent = %hostname, "agent removed or disabled; closing its vSphere session");
+        runtime.spawn(async move {
+            let _ = client.shutdown().await;
+        });
     }
 
     /// The agent as last read, if it is enabled.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::methods::Limits;
 use crate::vsphere::GuardOptions;
+use crate::vsphere::mirror::MirrorOptions;
 use crate::vsphere::perf_query::PerfOptions;
 
 #[derive(Debug, Clone)]
@@ -26,6 +27,7 @@ pub struct Config {
     pub vsphere_timeout: Duration,
     pub guards: GuardOptions,
     pub perf: PerfOptions,
+    pub mirror: MirrorOptions,
     pub index_ttl: Duration,
     pub grace: Duration,
     pub request_timeout: Duration,
@@ -51,6 +53,10 @@ impl Default for Config {
             vsphere_timeout: Duration::from_secs(30),
             guards: GuardOptions::default(),
             perf: PerfOptions::default(),
+            mirror: MirrorOptions {
+                enabled: true,
+                ..MirrorOptions::default()
+            },
             index_ttl: Duration::from_secs(300),
             grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
@@ -199,6 +205,37 @@ impl Config {
                 self.perf.cache_entries =
                     usize::try_from(number(value)?).map_err(|_| bad("too large"))?
             }
+            ("mirror", "enabled") => self.mirror.enabled = boolean(value)?,
+            ("mirror", "max-wait-seconds") => {
+                self.mirror.max_wait = Duration::from_secs(number(value)?.clamp(1, 3600))
+            }
+            ("mirror", "stale-after") => self.mirror.stale_after = seconds(value)?,
+            ("mirror", "max-object-updates") => {
+                self.mirror.max_object_updates =
+                    u32::try_from(number(value)?.max(1)).map_err(|_| bad("too large"))?
+            }
+            ("mirror", "promote-after") => {
+                self.mirror.paths.promote_after =
+                    u32::try_from(number(value)?.max(1)).map_err(|_| bad("too large"))?
+            }
+            ("mirror", "promote-interval") => self.mirror.promote_interval = seconds(value)?,
+            ("mirror", "max-paths-per-type") => {
+                self.mirror.paths.max_paths_per_family =
+                    usize::try_from(number(value)?.max(1)).map_err(|_| bad("too large"))?
+            }
+            ("mirror", "pin") => {
+                self.mirror.paths.pinned = list(value)
+                    .into_iter()
+                    .map(|entry| match entry.split_once(':') {
+                        Some((kind, path)) if !kind.is_empty() && !path.is_empty() => {
+                            Ok((kind.to_string(), path.to_string()))
+                        }
+                        _ => Err(bad("expected Type:path entries, comma-separated")),
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+            ("mirror", "exclude") => self.mirror.paths.excluded = list(value),
+            ("mirror", "volatile") => self.mirror.paths.volatile = list(value),
             ("log", "level") => {
                 tracing_subscriber::EnvFilter::try_new(value).map_err(|e| bad(&e.to_string()))?;
                 self.log_level = value.to_string();
@@ -223,6 +260,16 @@ impl Config {
 /// The longest duration an option takes: anything longer is a typo, and
 /// would overflow the clocks it is added to.
 const MAX_SECONDS: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// A comma-separated list, blanks dropped.
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
 
 fn endpoint(value: &str) -> Result<String, String> {
     let rest = value
@@ -315,6 +362,7 @@ mod documented_defaults {
             format!("{:?}", defaults.guards)
         );
         assert_eq!(format!("{:?}", file.perf), format!("{:?}", defaults.perf));
+        assert_eq!(file.mirror, defaults.mirror);
         assert_eq!(file.grace, defaults.grace);
         assert_eq!(file.request_timeout, defaults.request_timeout);
         assert_eq!(file.heartbeat, defaults.heartbeat);

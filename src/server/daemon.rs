@@ -83,6 +83,7 @@ pub(crate) fn method_service(
     let options = SessionOptions {
         index_ttl: config.index_ttl,
         perf: config.perf.clone(),
+        mirror: config.mirror.clone(),
         ..SessionOptions::default()
     };
     let agents = Arc::new(
@@ -112,7 +113,15 @@ pub(crate) fn activity(dispatcher: &Dispatcher, agents: &RegistryAgents) -> (Val
         .sessions()
         .into_iter()
         .map(|(hostname, s)| {
-            json!({"hostname": hostname, "logged_in": s.session().is_logged_in(), "logins": s.session().logins(), "soap_calls": s.session().calls(), "perf": s.perf_stats()})
+            json!({
+                "hostname": hostname,
+                "logged_in": s.session().is_logged_in(),
+                "logins": s.session().logins(),
+                "soap_calls": s.session().calls(),
+                "request_soap_calls": s.request_calls(),
+                "perf": s.perf_stats(),
+                "mirror": s.mirror_status(),
+            })
         })
         .collect();
     (requests, Value::Array(sessions))

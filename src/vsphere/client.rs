@@ -18,6 +18,7 @@ use super::collector::{self, ObjectContent};
 use super::fault::Result;
 use super::guard::Guards;
 use super::inventory::{NameIndex, Query, RecentRows};
+use super::mirror::{Lookup, Mirror, follow};
 use super::moref::MoRef;
 use super::perf_query::{PerfQueries, SeriesQuery};
 use super::performance::{CounterCache, PerfCounters};
@@ -38,6 +39,9 @@ struct Inner {
     counters: CounterCache,
     perf: Arc<PerfQueries>,
     recent: RecentRows,
+    /// The live inventory mirror, in the long-running processes.
+    mirror: Option<Arc<Mirror>>,
+    follower: Mutex<Option<JoinHandle<()>>>,
     background: Background,
 }
 
@@ -60,6 +64,19 @@ impl Background {
             for task in tasks.drain(..) {
                 task.abort();
             }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(mirror) = &self.mirror {
+            mirror.stop();
+        }
+        if let Ok(mut follower) = self.follower.lock()
+            && let Some(task) = follower.take()
+        {
+            task.abort();
         }
     }
 }
@@ -88,6 +105,10 @@ impl Client {
         guards: Arc<Guards>,
     ) -> Result<Client> {
         let perf = PerfQueries::new(options.perf.clone());
+        let mirror = options
+            .mirror
+            .enabled
+            .then(|| Arc::new(Mirror::new(options.mirror.clone())));
         let session = Session::connect_guarded(endpoint, credentials, options, guards).await?;
         let client = Client {
             inner: Arc::new(Inner {
@@ -97,10 +118,13 @@ impl Client {
                 counters: CounterCache::default(),
                 perf,
                 recent: RecentRows::default(),
+                mirror,
+                follower: Mutex::new(None),
                 background: Background::default(),
             }),
         };
         client.start_keepalive();
+        client.start_mirror(endpoint.deadline);
         Ok(client)
     }
 
@@ -175,7 +199,12 @@ impl Client {
         objects: &[MoRef],
         paths: &[String],
     ) -> Result<Vec<ObjectContent>> {
-        collector::get_objects(&self.inner.session, objects, paths).await
+        if let Some(rows) = self.mirror().and_then(|m| m.get(objects, |_| paths)) {
+            return Ok(rows);
+        }
+        let rows = collector::get_objects(&self.inner.session, objects, paths).await?;
+        self.note_reads_of(objects, |_| paths);
+        Ok(rows)
     }
 
     pub async fn get_objects_by_type(
@@ -183,23 +212,71 @@ impl Client {
         objects: &[MoRef],
         paths: &std::collections::HashMap<String, Vec<String>>,
     ) -> Result<Vec<ObjectContent>> {
-        collector::get_objects_by_type(&self.inner.session, objects, paths).await
+        let paths_of = |k: &str| paths.get(k).map_or(&[][..], Vec::as_slice);
+        if let Some(rows) = self.mirror().and_then(|m| m.get(objects, paths_of)) {
+            return Ok(rows);
+        }
+        let rows = collector::get_objects_by_type(&self.inner.session, objects, paths).await?;
+        self.note_reads_of(objects, paths_of);
+        Ok(rows)
     }
 
+    fn note_reads_of<'p>(&self, objects: &[MoRef], paths_of: impl Fn(&str) -> &'p [String]) {
+        let mut kinds: Vec<&str> = objects.iter().map(|o| o.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        for kind in kinds {
+            self.note_direct_read(kind, paths_of(kind));
+        }
+    }
+
+    /// Every object of `kind`: from the mirror when it can answer, else
+    /// through the shared container view.
     pub async fn discover(
         &self,
         kind: &str,
         paths: &[String],
-        on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
+        mut on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
     ) -> Result<usize> {
-        collector::discover(
+        if let Some(rows) = self.mirror().and_then(|m| m.discover(kind, paths)) {
+            let n = rows.len();
+            for row in rows {
+                if on_object(row).is_break() {
+                    break;
+                }
+            }
+            return Ok(n);
+        }
+        let n = collector::discover(
             &self.inner.session,
             &self.inner.views,
             kind,
             paths,
             on_object,
         )
-        .await
+        .await?;
+        self.note_direct_read(kind, paths);
+        Ok(n)
+    }
+
+    pub fn mirror(&self) -> Option<&Mirror> {
+        self.inner.mirror.as_deref()
+    }
+
+    fn note_direct_read(&self, kind: &str, paths: &[String]) {
+        if let Some(mirror) = self.mirror() {
+            mirror.note_direct_read(kind, paths);
+        }
+    }
+
+    /// The mirror's state for `status`, `null` without one.
+    pub fn mirror_status(&self) -> Value {
+        self.mirror().map_or(Value::Null, Mirror::status)
+    }
+
+    /// SOAP calls made for requests: all calls but the mirror's own.
+    pub fn request_calls(&self) -> u64 {
+        self.calls() - self.mirror().map_or(0, Mirror::own_calls)
     }
 
     pub async fn find(&self, kind: &str, path: &str, value: &Value) -> Result<Option<MoRef>> {
@@ -214,6 +291,10 @@ impl Client {
         value: &Value,
         fresh: bool,
     ) -> Result<Option<MoRef>> {
+        // A caller that found the mirror's answer stale reads directly.
+        if !fresh && let Some(found) = self.mirror().and_then(|m| m.find(kind, path, value)) {
+            return Ok(found);
+        }
         let query = Query { kind, path, value };
         let ttl = self.inner.session.options().index_ttl;
         self.inner
@@ -230,12 +311,61 @@ impl Client {
         value: &Value,
         paths: &[String],
     ) -> Result<Option<ObjectContent>> {
+        if let Some(found) = self.lookup_in_mirror(kind, path, value, paths).await? {
+            return Ok(found);
+        }
         let query = Query { kind, path, value };
         let ttl = self.inner.session.options().index_ttl;
-        self.inner
+        let found = self
+            .inner
             .index
             .lookup(&self.inner.session, &self.inner.views, ttl, &query, paths)
-            .await
+            .await?;
+        if found.is_some() {
+            self.note_direct_read(kind, paths);
+        }
+        Ok(found)
+    }
+
+    /// A lookup the mirror answers: from memory when it holds every path;
+    /// with one direct read of the object it names when it holds the
+    /// key only. `None`: take the direct path.
+    async fn lookup_in_mirror(
+        &self,
+        kind: &str,
+        path: &str,
+        value: &Value,
+        paths: &[String],
+    ) -> Result<Option<Option<ObjectContent>>> {
+        let Some(mirror) = self.mirror() else {
+            return Ok(None);
+        };
+        match mirror.lookup(kind, path, value, paths) {
+            None => Ok(None),
+            Some(Lookup::Row(row)) => Ok(Some(row)),
+            Some(Lookup::Ref(None)) => Ok(Some(None)),
+            Some(Lookup::Ref(Some(obj))) => {
+                match collector::get_objects(&self.inner.session, std::slice::from_ref(&obj), paths)
+                    .await
+                {
+                    Ok(mut rows) => match rows.pop() {
+                        Some(row) if row.props.get(path) == Some(value) => {
+                            self.note_direct_read(kind, paths);
+                            Ok(Some(Some(row)))
+                        }
+                        // Changed since the mirror heard of it.
+                        _ => Ok(None),
+                    },
+                    Err(e)
+                        if e.fault_kind()
+                            == Some(&super::fault::FaultKind::ManagedObjectNotFound) =>
+                    {
+                        Ok(None)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        }
     }
 
     /// As [`lookup`](Self::lookup), but a row read through it at most
@@ -248,6 +378,9 @@ impl Client {
         paths: &[String],
         max_age: Duration,
     ) -> Result<Option<ObjectContent>> {
+        if let Some(found) = self.lookup_in_mirror(kind, path, value, paths).await? {
+            return Ok(found);
+        }
         let key = RecentRows::key(&Query { kind, path, value }, paths);
         if let Some(row) = self.inner.recent.get(&key, max_age) {
             return Ok(Some(row));
@@ -319,9 +452,45 @@ impl Client {
     /// Stops what runs in the background, destroys the shared views, and
     /// logs out. Safe to call twice.
     pub async fn shutdown(&self) -> Result<()> {
+        self.stop_mirror().await;
         self.inner.background.stop();
         self.inner.views.destroy_all(&self.inner.session).await;
         self.inner.session.logout().await
+    }
+
+    /// Starts the follower that keeps the mirror current.
+    fn start_mirror(&self, call_deadline: Duration) {
+        let Some(mirror) = self.inner.mirror.clone() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let server = follow::SessionServer {
+            session: self.inner.session.clone(),
+            mirror: mirror.clone(),
+        };
+        let task = runtime.spawn(follow::follow(server, mirror, call_deadline));
+        if let Ok(mut follower) = self.inner.follower.lock() {
+            *follower = Some(task);
+        }
+    }
+
+    /// Cancels the mirror's wait and lets its follower destroy what it
+    /// made, before the session that owns them is logged out.
+    async fn stop_mirror(&self) {
+        let Some(mirror) = self.mirror() else {
+            return;
+        };
+        mirror.stop();
+        let task = self.inner.follower.lock().ok().and_then(|mut f| f.take());
+        if let Some(mut task) = task
+            && tokio::time::timeout(Duration::from_secs(10), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+        }
     }
 
     fn start_keepalive(&self) {

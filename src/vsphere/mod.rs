@@ -23,6 +23,7 @@ pub mod collector;
 pub mod fault;
 pub mod guard;
 pub mod inventory;
+pub mod mirror;
 pub mod moref;
 pub mod perf_query;
 pub mod performance;

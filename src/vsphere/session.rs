@@ -67,6 +67,9 @@ pub struct SessionOptions {
     pub index_ttl: Duration,
     /// How performance queries are batched and cached.
     pub perf: super::perf_query::PerfOptions,
+    /// The live inventory mirror (off unless a long-running process turns
+    /// it on).
+    pub mirror: super::mirror::MirrorOptions,
 }
 
 impl Default for SessionOptions {
@@ -75,6 +78,7 @@ impl Default for SessionOptions {
             keepalive: Duration::from_secs(600),
             index_ttl: Duration::from_secs(300),
             perf: super::perf_query::PerfOptions::default(),
+            mirror: super::mirror::MirrorOptions::default(),
         }
     }
 }
@@ -293,6 +297,27 @@ impl Session {
         let parse = |reply: &Reply| transport.parse(method, reply);
         self.invoke_parsed(method, this, args, parse, true, deadline)
             .await
+    }
+
+    /// As [`invoke_with`](Self::invoke_with), answered within `deadline`
+    /// (a WaitForUpdatesEx holds its call for up to its `maxWaitSeconds`).
+    pub(crate) async fn invoke_raw_within<T>(
+        &self,
+        deadline: Duration,
+        method: &str,
+        this: &MoRef,
+        args: &Value,
+        parse: impl FnMut(&Reply) -> Result<T>,
+        on_lost: OnLostSession,
+    ) -> Result<T> {
+        let relogin = on_lost == OnLostSession::LogInAndRepeat;
+        self.invoke_parsed(method, this, args, parse, relogin, deadline)
+            .await
+    }
+
+    /// A reply's `returnval`, faults raised.
+    pub(crate) fn parse_reply(&self, method: &str, reply: &Reply) -> Result<Value> {
+        self.inner.transport.parse(method, reply)
     }
 
     /// Calls a method and hands the raw reply to `parse`, which reports a
