@@ -463,3 +463,305 @@ async fn changes_show_in_the_next_replies_within_two_seconds() {
         "while live, reads cost vCenter nothing"
     );
 }
+
+fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Resumes a stopped simulator when the test ends, however it ends.
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        signal(self.0, "CONT");
+    }
+}
+
+const POWER: [&str; 8] = [
+    "-m",
+    "vm.get",
+    "-n",
+    "DC0_H0_VM0",
+    "-p",
+    "runtime.powerState",
+    "-V",
+    "vcsim",
+];
+const POWERED_ON: &str = r#""runtime.powerState":"poweredOn""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_session_is_rebuilt_and_replies_stay_correct() {
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let d = daemon_for(&reg, "max-wait-seconds = 1", "");
+    d.wait_live("vcsim", Duration::from_secs(20));
+    let admin = sim.session().await;
+    let manager = admin.manager("sessionManager").expect("session manager");
+    let props = admin
+        .get_objects(
+            std::slice::from_ref(&manager),
+            &["sessionList".into(), "currentSession".into()],
+        )
+        .await
+        .expect("sessions")[0]
+        .props
+        .clone();
+    let own = props["currentSession"]["key"].clone();
+    let others: Vec<Value> = props["sessionList"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["key"].clone())
+        .filter(|k| *k != own)
+        .collect();
+    assert!(!others.is_empty());
+    admin
+        .invoke("TerminateSession", &manager, &json!({"sessionId": others}))
+        .await
+        .expect("terminate the daemon's session");
+    eventually(
+        Duration::from_secs(15),
+        "rebuilt after the session was lost",
+        || {
+            let reply = d.ask(&POWER);
+            assert!(
+                reply.contains(POWERED_ON),
+                "a wrong reply meanwhile: {reply}"
+            );
+            let mirror = d.mirror("vcsim");
+            if mirror["state"] == "live" && mirror["builds"].as_u64() >= Some(2) {
+                Ok(())
+            } else {
+                Err(mirror.to_string())
+            }
+        },
+    );
+    assert_eq!(d.session("vcsim")["logins"], 2, "one new login");
+    let calls = d.request_calls("vcsim");
+    assert!(d.ask(&POWER).contains(POWERED_ON));
+    assert_eq!(d.request_calls("vcsim"), calls, "served from memory again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_expired_session_is_rebuilt_and_replies_stay_correct() {
+    // Waits longer than the idle timeout: vcsim does not count a wait as
+    // activity, so the session expires under every wait.
+    let sim = Simulator::start(&["-session-idle-timeout", "1s"]);
+    let reg = Registry::new(&sim.url);
+    let d = daemon_for(&reg, "max-wait-seconds = 2\nstale-after = 5", "");
+    d.wait_live("vcsim", Duration::from_secs(20));
+    eventually(
+        Duration::from_secs(15),
+        "rebuilt after the session expired",
+        || {
+            let reply = d.ask(&POWER);
+            assert!(
+                reply.contains(POWERED_ON),
+                "a wrong reply meanwhile: {reply}"
+            );
+            let mirror = d.mirror("vcsim");
+            if mirror["state"] == "live" && mirror["builds"].as_u64() >= Some(2) {
+                Ok(())
+            } else {
+                Err(mirror.to_string())
+            }
+        },
+    );
+}
+
+/// The mirror's freshness bound in these tests: max-wait-seconds plus
+/// stale-after.
+const HANG_MIRROR: &str = "max-wait-seconds = 1\nstale-after = 1";
+const HANG_VSPHERE: &str = "timeout = 2\nunreachable-cooldown = 1\nunreachable-cooldown-max = 2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_vcenter_gets_direct_reads_that_fail_in_time_and_the_mirror_comes_back() {
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let d = daemon_for(&reg, HANG_MIRROR, HANG_VSPHERE);
+    d.wait_live("vcsim", Duration::from_secs(20));
+    assert!(d.ask(&POWER).contains(POWERED_ON));
+    signal(sim.pid(), "STOP");
+    let resume = Resume(sim.pid());
+    let stopped = Instant::now();
+    let mut failures = 0;
+    while stopped.elapsed() < Duration::from_secs(6) {
+        let asked = Instant::now();
+        let reply = d.ask_within(&POWER, 10_000);
+        let took = asked.elapsed();
+        assert!(took < Duration::from_secs(5), "{took:?} for {reply}");
+        if reply.contains(r#""success":0"#) {
+            // Only while the promise holds: 2 s after the last word from
+            // vCenter, and a little for the reply to travel.
+            assert!(
+                asked.duration_since(stopped) < Duration::from_millis(2500),
+                "a stale reply {:?} after the hang: {reply}",
+                asked.duration_since(stopped)
+            );
+        } else {
+            failures += 1;
+            assert!(reply.contains(r#""success":1"#), "{reply}");
+        }
+    }
+    assert!(failures > 0, "the hung vCenter was noticed");
+    let state = d.mirror("vcsim")["state"].clone();
+    assert!(state == "stale" || state == "failed", "{state}");
+    drop(resume);
+    eventually(Duration::from_secs(20), "live again after SIGCONT", || {
+        let mirror = d.mirror("vcsim");
+        if mirror["state"] == "live" {
+            Ok(())
+        } else {
+            Err(mirror.to_string())
+        }
+    });
+    let calls = d.request_calls("vcsim");
+    assert!(d.ask(&POWER).contains(POWERED_ON));
+    assert_eq!(d.request_calls("vcsim"), calls, "served from memory again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_and_restarted_vcenter_is_mirrored_again_without_a_restart() {
+    let mut sim = Simulator::start(&[]);
+    let address = sim.address();
+    let reg = Registry::new(&sim.url);
+    let d = daemon_for(&reg, HANG_MIRROR, HANG_VSPHERE);
+    let first = d.wait_live("vcsim", Duration::from_secs(20));
+    sim.kill();
+    let reply = d.ask_within(&POWER, 10_000);
+    // Within the promise this may still be served; past it, an error.
+    std::thread::sleep(Duration::from_millis(2500));
+    let reply_later = d.ask_within(&POWER, 10_000);
+    assert!(
+        reply_later.contains(r#""success":1"#),
+        "{reply} / {reply_later}"
+    );
+    let _sim = Simulator::start(&["-l", &address]);
+    eventually(
+        Duration::from_secs(30),
+        "live again after the restart",
+        || {
+            let mirror = d.mirror("vcsim");
+            if mirror["state"] == "live" && mirror["builds"].as_u64() > first["builds"].as_u64() {
+                Ok(())
+            } else {
+                Err(mirror.to_string())
+            }
+        },
+    );
+    assert!(d.ask(&POWER).contains(POWERED_ON));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_agents_hang_does_not_delay_anothers_replies() {
+    let (hung, healthy) = (Simulator::start(&[]), Simulator::start(&[]));
+    let reg = Registry::with_agent(&hung.url, "hung", "pass");
+    reg.add_agent(&healthy.url, "healthy", "pass");
+    let d = std::sync::Arc::new(daemon_for(&reg, HANG_MIRROR, HANG_VSPHERE));
+    d.wait_live("hung", Duration::from_secs(20));
+    d.wait_live("healthy", Duration::from_secs(20));
+    signal(hung.pid(), "STOP");
+    let _resume = Resume(hung.pid());
+    let pressing = {
+        let d = d.clone();
+        std::thread::spawn(move || {
+            for _ in 0..4 {
+                d.ask(&["-m", "vm.get", "-n", "DC0_H0_VM0", "-V", "hung"]);
+            }
+        })
+    };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        let asked = Instant::now();
+        let reply = d.ask(&[
+            "-m",
+            "vm.get",
+            "-n",
+            "DC0_H0_VM0",
+            "-p",
+            "runtime.powerState",
+            "-V",
+            "healthy",
+        ]);
+        assert!(reply.contains(POWERED_ON), "{reply}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?} for the healthy agent",
+            asked.elapsed()
+        );
+    }
+    assert_eq!(d.mirror("healthy")["state"], "live");
+    let _ = pressing.join();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_paths_come_from_one_bulk_read_per_period_and_used_paths_are_promoted() {
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let mirrored = daemon_for(
+        &reg,
+        "promote-after = 2\npromote-interval = 0.5\nvolatile-refresh = 60",
+        "",
+    );
+    let direct = daemon_for(&reg, "enabled = false", "");
+    mirrored.wait_live("vcsim", Duration::from_secs(20));
+    let stats =
+        "runtime.powerState,summary.quickStats.overallCpuUsage,summary.quickStats.guestMemoryUsage";
+    let calls = mirrored.request_calls("vcsim");
+    for vm in [
+        "DC0_H0_VM0",
+        "DC0_H0_VM1",
+        "DC0_C0_RP0_VM0",
+        "DC0_C0_RP0_VM1",
+    ] {
+        let args = ["-m", "vm.get", "-n", vm, "-p", stats, "-V", "vcsim"];
+        let (m, d) = (mirrored.ask(&args), direct.ask(&args));
+        assert!(m.contains("summary.quickStats.overallCpuUsage"), "{m}");
+        assert_eq!(m, d, "the same as a direct read");
+    }
+    let discover = ["-m", "vm.discover", "-p", stats, "-V", "vcsim"];
+    assert_eq!(mirrored.ask(&discover), direct.ask(&discover));
+    assert_eq!(
+        mirrored.request_calls("vcsim") - calls,
+        2,
+        "one bulk read (and the container view it reads through) answered every volatile path"
+    );
+    assert_eq!(mirrored.mirror("vcsim")["volatile_bulk_reads"], 1);
+
+    // A path that is neither pinned nor volatile is read directly until it
+    // has been asked for twice, then held.
+    let annotation = [
+        "-m",
+        "vm.get",
+        "-n",
+        "DC0_H0_VM0",
+        "-p",
+        "config.annotation",
+        "-V",
+        "vcsim",
+    ];
+    mirrored.ask(&annotation);
+    mirrored.ask(&annotation);
+    eventually(Duration::from_secs(10), "config.annotation held", || {
+        let held = mirrored.mirror("vcsim")["held"]["VirtualMachine"].clone();
+        let live = mirrored.mirror("vcsim")["state"] == "live";
+        if live
+            && held
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p == "config.annotation")
+        {
+            Ok(())
+        } else {
+            Err(held.to_string())
+        }
+    });
+    let calls = mirrored.request_calls("vcsim");
+    assert_eq!(mirrored.ask(&annotation), direct.ask(&annotation));
+    assert_eq!(mirrored.request_calls("vcsim"), calls, "now from memory");
+}

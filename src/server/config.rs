@@ -236,6 +236,7 @@ impl Config {
             }
             ("mirror", "exclude") => self.mirror.paths.excluded = list(value),
             ("mirror", "volatile") => self.mirror.paths.volatile = list(value),
+            ("mirror", "volatile-refresh") => self.mirror.volatile_refresh = seconds(value)?,
             ("log", "level") => {
                 tracing_subscriber::EnvFilter::try_new(value).map_err(|e| bad(&e.to_string()))?;
                 self.log_level = value.to_string();

@@ -199,8 +199,13 @@ impl Client {
         objects: &[MoRef],
         paths: &[String],
     ) -> Result<Vec<ObjectContent>> {
-        if let Some(rows) = self.mirror().and_then(|m| m.get(objects, |_| paths)) {
-            return Ok(rows);
+        if let Some(mirror) = self.mirror() {
+            let (held, volatile) = mirror.split(paths);
+            if let Some(rows) = mirror.get(objects, |_| &held)
+                && let Some(rows) = self.complete(mirror, rows, paths, &volatile).await?
+            {
+                return Ok(rows);
+            }
         }
         let rows = collector::get_objects(&self.inner.session, objects, paths).await?;
         self.note_reads_of(objects, |_| paths);
@@ -238,7 +243,7 @@ impl Client {
         paths: &[String],
         mut on_object: impl FnMut(ObjectContent) -> ControlFlow<()> + Send,
     ) -> Result<usize> {
-        if let Some(rows) = self.mirror().and_then(|m| m.discover(kind, paths)) {
+        if let Some(rows) = self.discover_in_mirror(kind, paths).await? {
             let n = rows.len();
             for row in rows {
                 if on_object(row).is_break() {
@@ -257,6 +262,33 @@ impl Client {
         .await?;
         self.note_direct_read(kind, paths);
         Ok(n)
+    }
+
+    async fn discover_in_mirror(
+        &self,
+        kind: &str,
+        paths: &[String],
+    ) -> Result<Option<Vec<ObjectContent>>> {
+        let Some(mirror) = self.mirror() else {
+            return Ok(None);
+        };
+        let (held, volatile) = mirror.split(paths);
+        match mirror.discover(kind, &held) {
+            Some(rows) => self.complete(mirror, rows, paths, &volatile).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Rows from the mirror, with their volatile paths from a bulk read.
+    async fn complete(
+        &self,
+        mirror: &Mirror,
+        rows: Vec<ObjectContent>,
+        paths: &[String],
+        volatile: &[String],
+    ) -> Result<Option<Vec<ObjectContent>>> {
+        let (session, views) = (&self.inner.session, &self.inner.views);
+        mirror.complete(session, views, rows, paths, volatile).await
     }
 
     pub fn mirror(&self) -> Option<&Mirror> {
@@ -340,31 +372,44 @@ impl Client {
         let Some(mirror) = self.mirror() else {
             return Ok(None);
         };
-        match mirror.lookup(kind, path, value, paths) {
+        let (held, volatile) = mirror.split(paths);
+        match mirror.lookup(kind, path, value, &held) {
             None => Ok(None),
-            Some(Lookup::Row(row)) => Ok(Some(row)),
-            Some(Lookup::Ref(None)) => Ok(Some(None)),
-            Some(Lookup::Ref(Some(obj))) => {
-                match collector::get_objects(&self.inner.session, std::slice::from_ref(&obj), paths)
-                    .await
-                {
-                    Ok(mut rows) => match rows.pop() {
-                        Some(row) if row.props.get(path) == Some(value) => {
-                            self.note_direct_read(kind, paths);
-                            Ok(Some(Some(row)))
-                        }
-                        // Changed since the mirror heard of it.
-                        _ => Ok(None),
-                    },
-                    Err(e)
-                        if e.fault_kind()
-                            == Some(&super::fault::FaultKind::ManagedObjectNotFound) =>
-                    {
-                        Ok(None)
-                    }
-                    Err(e) => Err(e),
+            Some(Lookup::Row(None)) | Some(Lookup::Ref(None)) => Ok(Some(None)),
+            Some(Lookup::Row(Some(row))) => {
+                let obj = row.obj.clone();
+                match self.complete(mirror, vec![row], paths, &volatile).await? {
+                    Some(mut rows) => Ok(Some(rows.pop())),
+                    None => self.read_found(kind, path, value, paths, obj).await,
                 }
             }
+            Some(Lookup::Ref(Some(obj))) => self.read_found(kind, path, value, paths, obj).await,
+        }
+    }
+
+    /// The paths of an object the mirror found, read directly; `None`
+    /// if it changed since the mirror heard of it (take the direct path).
+    async fn read_found(
+        &self,
+        kind: &str,
+        path: &str,
+        value: &Value,
+        paths: &[String],
+        obj: MoRef,
+    ) -> Result<Option<Option<ObjectContent>>> {
+        let session = &self.inner.session;
+        match collector::get_objects(session, std::slice::from_ref(&obj), paths).await {
+            Ok(mut rows) => match rows.pop() {
+                Some(row) if row.props.get(path) == Some(value) => {
+                    self.note_direct_read(kind, paths);
+                    Ok(Some(Some(row)))
+                }
+                _ => Ok(None),
+            },
+            Err(e) if e.fault_kind() == Some(&super::fault::FaultKind::ManagedObjectNotFound) => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -9,10 +9,8 @@
 //! went stale.
 //!
 //! A known name is answered from the last index without waiting for
-//! anything. Callers that need a rebuild share the one in progress and its
-//! outcome, failure included: with a vCenter that stopped answering, every
-//! one of them has its answer after one deadline, not one deadline each in
-//! turn.
+//! anything. Callers that need a rebuild share the one in progress (see
+//! [`SingleFlight`]).
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -24,19 +22,11 @@ use super::collector::{self, ObjectContent};
 use super::fault::{FaultKind, Result};
 use super::moref::MoRef;
 use super::session::Session;
+use super::single_flight::SingleFlight;
 use super::view::Views;
 
-/// A rebuild in progress: the first caller runs it, the others wait for
-/// its outcome. If the caller running it gives up (its deadline passed),
-/// the next one waiting takes over.
-type Rebuild = Arc<tokio::sync::OnceCell<Result<Arc<Index>>>>;
-
 /// One (type, property) index.
-#[derive(Default)]
-struct IndexSlot {
-    current: Mutex<Option<Arc<Index>>>,
-    rebuild: Mutex<Option<Rebuild>>,
-}
+type IndexSlot = SingleFlight<Index>;
 
 /// Every (type, property) index of one vCenter.
 #[derive(Default)]
@@ -53,36 +43,6 @@ fn key_of(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
-    }
-}
-
-impl IndexSlot {
-    fn current(&self) -> Option<Arc<Index>> {
-        self.current.lock().ok().and_then(|c| c.clone())
-    }
-
-    /// The rebuild to wait for: the one in progress, or a new one.
-    fn rebuild(&self) -> Rebuild {
-        let Ok(mut pending) = self.rebuild.lock() else {
-            return Rebuild::default();
-        };
-        pending.get_or_insert_with(Rebuild::default).clone()
-    }
-
-    /// Keeps a finished rebuild's index, and lets the next caller start
-    /// a new rebuild.
-    fn finished(&self, rebuild: &Rebuild) {
-        if let Ok(mut pending) = self.rebuild.lock()
-            && pending.as_ref().is_some_and(|p| Arc::ptr_eq(p, rebuild))
-        {
-            *pending = None;
-        }
-        if let Some(Ok(index)) = rebuild.get()
-            && let Ok(mut current) = self.current.lock()
-            && current.as_ref().is_none_or(|c| c.built <= index.built)
-        {
-            *current = Some(index.clone());
-        }
     }
 }
 
@@ -122,13 +82,10 @@ impl NameIndex {
         {
             return Ok(Some(found.clone()));
         }
-        let rebuild = slot.rebuild();
-        let outcome = rebuild
-            .get_or_init(|| async { build_index(session, views, kind, path).await.map(Arc::new) })
-            .await
-            .clone();
-        slot.finished(&rebuild);
-        Ok(outcome?.refs.get(&key).cloned())
+        let index = slot
+            .refresh(|| build_index(session, views, kind, path))
+            .await?;
+        Ok(index.refs.get(&key).cloned())
     }
 
     /// The object matching `query`, read with `paths` (which should include

@@ -29,6 +29,7 @@ pub mod perf_query;
 pub mod performance;
 pub mod schema;
 pub mod session;
+pub mod single_flight;
 pub mod soap;
 pub mod tls;
 pub mod view;

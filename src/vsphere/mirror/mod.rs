@@ -15,6 +15,7 @@ pub mod follow;
 pub mod paths;
 pub mod store;
 pub mod updates;
+pub mod volatile;
 
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,8 +25,11 @@ use tokio::sync::Notify;
 
 use self::paths::{Demand, PathPolicy, family_of, members};
 use self::store::Store;
+use self::volatile::VolatileReads;
 use super::collector::ObjectContent;
 use super::moref::MoRef;
+use super::session::Session;
+use super::view::Views;
 
 /// `[mirror]` of the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +44,8 @@ pub struct MirrorOptions {
     pub max_object_updates: u32,
     /// Shortest time between two rebuilds that add promoted paths.
     pub promote_interval: Duration,
+    /// How old a bulk read of volatile paths may be.
+    pub volatile_refresh: Duration,
     pub paths: PathPolicy,
 }
 
@@ -51,6 +57,7 @@ impl Default for MirrorOptions {
             stale_after: Duration::from_secs(10),
             max_object_updates: 100,
             promote_interval: Duration::from_secs(30),
+            volatile_refresh: Duration::from_secs(20),
             paths: PathPolicy::default(),
         }
     }
@@ -100,11 +107,13 @@ pub struct Mirror {
     rebuild_wanted: AtomicBool,
     wake: Notify,
     counters: Counters,
+    volatile: VolatileReads,
 }
 
 impl Mirror {
     pub fn new(options: MirrorOptions) -> Mirror {
         Mirror {
+            volatile: VolatileReads::new(options.volatile_refresh),
             demand: Demand::new(options.paths.clone()),
             options,
             store: RwLock::new(None),
@@ -243,6 +252,47 @@ impl Mirror {
         }
     }
 
+    /// `paths` split into those the mirror may hold and the volatile ones.
+    pub fn split(&self, paths: &[String]) -> (Vec<String>, Vec<String>) {
+        let policy = self.demand.policy();
+        paths.iter().cloned().partition(|p| !policy.is_volatile(p))
+    }
+
+    /// Rows the mirror gave for the held part of `paths`, completed with
+    /// the volatile part from a bulk read at most one refresh period old.
+    /// `None`: a row the bulk read did not see; read directly.
+    pub async fn complete(
+        &self,
+        session: &Session,
+        views: &Views,
+        rows: Vec<ObjectContent>,
+        paths: &[String],
+        volatile: &[String],
+    ) -> super::fault::Result<Option<Vec<ObjectContent>>> {
+        if volatile.is_empty() {
+            return Ok(Some(rows));
+        }
+        let mut snapshots = std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(family) = family_of(&row.obj.kind) else {
+                return Ok(None);
+            };
+            if !snapshots.contains_key(family) {
+                let read = self.volatile.read(session, views, family, volatile).await?;
+                if !read.has(volatile) {
+                    return Ok(None);
+                }
+                snapshots.insert(family, read);
+            }
+            let Some(row) = snapshots[family].complete(row, paths, volatile) else {
+                return Ok(None);
+            };
+            out.push(row);
+        }
+        Ok(Some(out))
+    }
+
     /// Asks the follower to cancel its wait and stop.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
@@ -298,6 +348,7 @@ impl Mirror {
             "served": load(&c.served),
             "fallbacks": load(&c.fallbacks),
             "soap_calls": load(&c.own_calls),
+            "volatile_bulk_reads": self.volatile.bulk_reads.load(Ordering::Relaxed),
         })
     }
 
