@@ -765,3 +765,119 @@ async fn volatile_paths_come_from_one_bulk_read_per_period_and_used_paths_are_pr
     assert_eq!(mirrored.ask(&annotation), direct.ask(&annotation));
     assert_eq!(mirrored.request_calls("vcsim"), calls, "now from memory");
 }
+
+/// The vim25 methods among `names` that the simulator was asked, in order.
+fn calls_in_order(sim: &Simulator, names: &[&str]) -> Vec<String> {
+    sim.log()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Request: "))
+        .filter_map(|l| {
+            names
+                .iter()
+                .find(|n| l.contains(&format!("<{n} ")) || l.contains(&format!(":{n} ")))
+                .map(|n| n.to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_agent_cancels_its_wait_and_destroys_what_it_made_before_logging_out() {
+    let sim = Simulator::start(&["-trace"]);
+    let reg = Registry::new(&sim.url);
+    // A long wait: only the cancel can end it in time.
+    let d = daemon_for(&reg, "max-wait-seconds = 60", "");
+    d.wait_live("vcsim", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    let out = vpoller(&[
+        "agent",
+        "disable",
+        "-d",
+        &reg.db(),
+        "--key-file",
+        &reg.key(),
+        "-H",
+        "vcsim",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eventually(Duration::from_secs(5), "logged out", || {
+        if sim.calls_of("Logout") == 1 {
+            Ok(())
+        } else {
+            Err(sim.calls_of("Logout").to_string())
+        }
+    });
+    let order = calls_in_order(
+        &sim,
+        &[
+            "CancelWaitForUpdates",
+            "DestroyPropertyCollector",
+            "DestroyView",
+            "Logout",
+        ],
+    );
+    let first = |name: &str| order.iter().position(|c| c == name).unwrap_or(usize::MAX);
+    assert_eq!(sim.calls_of("CancelWaitForUpdates"), 1, "{order:?}");
+    assert!(
+        first("CancelWaitForUpdates") < first("DestroyPropertyCollector"),
+        "{order:?}"
+    );
+    assert!(
+        first("DestroyPropertyCollector") < first("DestroyView"),
+        "{order:?}"
+    );
+    assert_eq!(
+        order.last().map(String::as_str),
+        Some("Logout"),
+        "{order:?}"
+    );
+    assert_eq!(
+        d.session("vcsim"),
+        Value::Null,
+        "the session is gone from status"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_behind_the_proxy_serves_from_its_mirror() {
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let (front, back, pmgmt, wmgmt) = (
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+    );
+    let _proxy = proxy(&front, &back, &pmgmt);
+    let _worker = worker(&reg, &back, &wmgmt, &[]);
+    let ask = || {
+        client(
+            &front,
+            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+            10_000,
+        )
+    };
+    assert_eq!(ask()["success"], 0);
+    let session =
+        |key: &str| wait_for_status(&wmgmt, "worker")["result"]["sessions"][0][key].clone();
+    eventually(
+        Duration::from_secs(20),
+        "the worker's mirror is live",
+        || {
+            let mirror = session("mirror");
+            if mirror["state"] == "live" {
+                Ok(())
+            } else {
+                Err(mirror.to_string())
+            }
+        },
+    );
+    let calls = session("request_soap_calls");
+    for _ in 0..5 {
+        assert_eq!(ask()["result"][0]["name"], "DC0_H0_VM0");
+    }
+    assert_eq!(session("request_soap_calls"), calls, "served from memory");
+}

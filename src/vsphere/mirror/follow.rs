@@ -86,9 +86,14 @@ pub(crate) async fn follow(server: impl Server, mirror: Arc<Mirror>, call_deadli
             Ended::Failed(e) => {
                 tracing::warn!(host = %server.host(), "inventory mirror: {e}; trying again in {} s", backoff.as_secs());
                 mirror.set_phase(Phase::Failed(e.to_string()));
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = mirror.woken() => {}
+                // Only a stop cuts the back-off short, not new paths.
+                let pause = tokio::time::sleep(backoff);
+                tokio::pin!(pause);
+                while !mirror.stopping() {
+                    tokio::select! {
+                        () = &mut pause => break,
+                        () = mirror.woken() => {}
+                    }
                 }
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -176,16 +181,21 @@ async fn follow_chain(
         let outcome = {
             let wait = server.wait(chain, &version, &wait_options, wait_deadline);
             tokio::pin!(wait);
+            // The flags are looked at before each sleep: a wake-up that
+            // came while the last wait was answered is not lost.
             let rebuild_due = async {
                 loop {
-                    mirror.woken().await;
-                    if mirror.stopping() || mirror.rebuild_wanted() {
-                        let left = options.promote_interval.saturating_sub(built.elapsed());
-                        if !mirror.stopping() {
-                            tokio::time::sleep(left).await;
-                        }
+                    if mirror.stopping() {
                         return;
                     }
+                    if mirror.rebuild_wanted() {
+                        let left = options.promote_interval.saturating_sub(built.elapsed());
+                        tokio::select! {
+                            () = tokio::time::sleep(left) => return,
+                            () = mirror.woken() => continue,
+                        }
+                    }
+                    mirror.woken().await;
                 }
             };
             tokio::select! {
