@@ -147,6 +147,7 @@ async fn follow_chain(
     let wait_deadline = options.max_wait + call_deadline;
 
     let started = Instant::now();
+    let mut applying = Duration::ZERO;
     let mut store = Store::new(set);
     let mut version = String::new();
     loop {
@@ -158,15 +159,23 @@ async fn follow_chain(
             Ok(None) => break,
             Err(e) => return ended_by(server, mirror, chain.generation, e).await,
         };
+        let apply_started = Instant::now();
         if let Err(doubt) = store.apply(&set) {
             return Ended::Rebuild(doubt.0);
         }
+        applying += apply_started.elapsed();
         version = set.version;
         if !set.truncated {
             break;
         }
     }
-    tracing::info!(host = %server.host(), objects = store.len(), seconds = started.elapsed().as_secs_f64(), "inventory mirror loaded");
+    tracing::info!(
+        host = %server.host(),
+        objects = store.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        applying_seconds = applying.as_secs_f64(),
+        "inventory mirror loaded"
+    );
     mirror.install(store, started.elapsed());
     let built = Instant::now();
 

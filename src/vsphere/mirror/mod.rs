@@ -97,6 +97,9 @@ pub struct Mirror {
     demand: Demand,
     store: RwLock<Option<Store>>,
     phase: Mutex<Phase>,
+    /// Whether the phase lets the store serve (kept beside `phase` so a
+    /// read takes no lock for it).
+    serving: AtomicBool,
     /// Microseconds since `epoch` of the start of the newest wait: the
     /// store reflects vCenter at least as of then.
     progress: AtomicU64,
@@ -118,6 +121,7 @@ impl Mirror {
             options,
             store: RwLock::new(None),
             phase: Mutex::new(Phase::Loading),
+            serving: AtomicBool::new(false),
             progress: AtomicU64::new(0),
             epoch: Instant::now(),
             loaded_in: Mutex::new(None),
@@ -355,9 +359,15 @@ impl Mirror {
     // ---- for the follower ----
 
     pub(crate) fn set_phase(&self, phase: Phase) {
+        let serving = match &phase {
+            Phase::Live => true,
+            Phase::Rebuilding(reason) => reason == PATHS_CHANGED,
+            _ => false,
+        };
         if let Ok(mut p) = self.phase.lock() {
             *p = phase;
         }
+        self.serving.store(serving, Ordering::Relaxed);
     }
 
     pub(crate) fn mark_progress(&self) {

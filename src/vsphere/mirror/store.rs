@@ -34,8 +34,8 @@ struct Entry {
 pub struct Store {
     set: Arc<PropertySet>,
     objects: IndexMap<MoRef, Entry>,
-    /// `(concrete type, name)` → objects, for lookups by name.
-    names: HashMap<(String, String), Vec<MoRef>>,
+    /// Concrete type → name → objects, for lookups by name.
+    names: HashMap<String, HashMap<String, Vec<MoRef>>>,
 }
 
 const NAME_SLOT: usize = 0;
@@ -138,7 +138,9 @@ impl Store {
         }
         if let Some(name) = new {
             self.names
-                .entry((obj.kind.clone(), name))
+                .entry(obj.kind.clone())
+                .or_default()
+                .entry(name)
                 .or_default()
                 .push(obj.clone());
         }
@@ -151,11 +153,13 @@ impl Store {
     }
 
     fn unindex_name(&mut self, obj: &MoRef, name: &str) {
-        let key = (obj.kind.clone(), name.to_string());
-        if let Some(refs) = self.names.get_mut(&key) {
+        let Some(by_name) = self.names.get_mut(&obj.kind) else {
+            return;
+        };
+        if let Some(refs) = by_name.get_mut(name) {
             refs.retain(|r| r != obj);
             if refs.is_empty() {
-                self.names.remove(&key);
+                by_name.remove(name);
             }
         }
     }
@@ -211,7 +215,7 @@ impl Store {
             let name = value.as_str()?;
             return types
                 .iter()
-                .filter_map(|t| self.names.get(&(t.to_string(), name.to_string())))
+                .filter_map(|t| self.names.get(*t)?.get(name))
                 .flatten()
                 .min_by_key(|r| self.objects.get_index_of(*r))
                 .cloned();
@@ -635,7 +639,8 @@ mod tests {
             store.find("VirtualMachine", "name", &json!("b")),
             Some(vm("vm-1"))
         );
-        assert_eq!(store.names.len(), 1, "one name entry: {:?}", store.names);
+        let entries: usize = store.names.values().map(HashMap::len).sum();
+        assert_eq!(entries, 1, "one name entry: {:?}", store.names);
     }
 
     #[test]

@@ -105,10 +105,7 @@ fn read_filter_update(
 ) -> std::result::Result<(), DecodeError> {
     while let Some(child) = decoder.next_child()? {
         match child.local_name() {
-            "objectSet" => {
-                let update = decoder.decode(&child, Kind::Data("ObjectUpdate"))?;
-                set.objects.push(object_update(update)?);
-            }
+            "objectSet" => set.objects.push(read_object_update(decoder)?),
             "missingSet" => {
                 let missing = decoder.decode(&child, Kind::Data("MissingObject"))?;
                 if let Some(obj) = missing.get("obj").and_then(MoRef::from_json) {
@@ -121,54 +118,67 @@ fn read_filter_update(
     Ok(())
 }
 
-fn object_update(mut update: Value) -> std::result::Result<ObjectUpdate, DecodeError> {
-    let bad = |what: &str| DecodeError(format!("ObjectUpdate: {what}"));
-    let kind = match update.get("kind").and_then(Value::as_str) {
-        Some("enter") => UpdateKind::Enter,
-        Some("modify") => UpdateKind::Modify,
-        Some("leave") => UpdateKind::Leave,
-        other => return Err(bad(&format!("unknown kind {other:?}"))),
-    };
-    let obj = update
-        .get("obj")
-        .and_then(MoRef::from_json)
-        .ok_or_else(|| bad("no obj"))?;
-    let mut changes = Vec::new();
-    if let Some(Value::Array(set)) = update.get_mut("changeSet").map(Value::take) {
-        for mut change in set {
-            let name = change
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("a change without a name"))?
-                .to_string();
-            let op = match change.get("op").and_then(Value::as_str) {
-                Some("add") => ChangeOp::Add,
-                Some("remove") => ChangeOp::Remove,
-                Some("assign") => ChangeOp::Assign,
-                Some("indirectRemove") => ChangeOp::IndirectRemove,
-                other => return Err(bad(&format!("unknown op {other:?} for {name}"))),
-            };
-            let val = change.get_mut("val").map(Value::take);
-            changes.push(Change { name, op, val });
-        }
-    }
-    let mut missing = Vec::new();
-    if let Some(Value::Array(set)) = update.get("missingSet") {
-        for m in set {
-            let path = m.get("path").and_then(Value::as_str).unwrap_or_default();
-            let fault = m
-                .pointer("/fault/fault/_type")
-                .and_then(Value::as_str)
-                .unwrap_or("SystemError");
-            missing.push((path.to_string(), fault.to_string()));
+/// One `ObjectUpdate`, read field by field: an initial load has one
+/// change per object and path, so no intermediate tree is built for them.
+fn read_object_update(decoder: &mut Decoder<'_>) -> std::result::Result<ObjectUpdate, DecodeError> {
+    let bad = |what: String| DecodeError(format!("ObjectUpdate: {what}"));
+    let (mut kind, mut obj) = (None, None);
+    let (mut changes, mut missing) = (Vec::new(), Vec::new());
+    while let Some(child) = decoder.next_child()? {
+        match child.local_name() {
+            "kind" => {
+                kind = Some(match decoder.text(&child)?.as_str() {
+                    "enter" => UpdateKind::Enter,
+                    "modify" => UpdateKind::Modify,
+                    "leave" => UpdateKind::Leave,
+                    other => return Err(bad(format!("unknown kind {other:?}"))),
+                })
+            }
+            "obj" => obj = MoRef::from_json(&decoder.decode(&child, Kind::ManagedObjectReference)?),
+            "changeSet" => changes.push(read_change(decoder)?),
+            "missingSet" => {
+                let m = decoder.decode(&child, Kind::Data("MissingProperty"))?;
+                let path = m.get("path").and_then(Value::as_str).unwrap_or_default();
+                let fault = m
+                    .pointer("/fault/fault/_type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("SystemError");
+                missing.push((path.to_string(), fault.to_string()));
+            }
+            _ => decoder.skip(&child)?,
         }
     }
     Ok(ObjectUpdate {
-        kind,
-        obj,
+        kind: kind.ok_or_else(|| bad("no kind".into()))?,
+        obj: obj.ok_or_else(|| bad("no obj".into()))?,
         changes,
         missing,
     })
+}
+
+fn read_change(decoder: &mut Decoder<'_>) -> std::result::Result<Change, DecodeError> {
+    let (mut name, mut op, mut val) = (None, None, None);
+    while let Some(part) = decoder.next_child()? {
+        match part.local_name() {
+            "name" => name = Some(decoder.text(&part)?),
+            "op" => {
+                op = Some(match decoder.text(&part)?.as_str() {
+                    "add" => ChangeOp::Add,
+                    "remove" => ChangeOp::Remove,
+                    "assign" => ChangeOp::Assign,
+                    "indirectRemove" => ChangeOp::IndirectRemove,
+                    other => {
+                        return Err(DecodeError(format!("PropertyChange: unknown op {other:?}")));
+                    }
+                })
+            }
+            "val" => val = Some(decoder.decode(&part, Kind::Any)?),
+            _ => decoder.skip(&part)?,
+        }
+    }
+    let name = name.ok_or_else(|| DecodeError("PropertyChange without a name".into()))?;
+    let op = op.ok_or_else(|| DecodeError(format!("PropertyChange {name} without an op")))?;
+    Ok(Change { name, op, val })
 }
 
 #[cfg(test)]
