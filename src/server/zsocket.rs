@@ -1,25 +1,29 @@
-//! libzmq sockets for tokio code: each socket is owned by one thread that
-//! polls it, and the async side talks to that thread through channels.
+//! libzmq sockets for tokio code, driven by a task of their own.
 //!
 //! libzmq (the reference implementation, the one pyzmq and vPoller use)
 //! refuses a frame larger than `ZMQ_MAXMSGSIZE` while reading its header,
 //! before allocating it, and drops that peer; the others are not disturbed.
-//! A libzmq socket is not thread-safe, so it never leaves its thread: sends
-//! are queued and the thread is woken through a socket pair it polls beside
-//! the ZeroMQ socket.
+//!
+//! A libzmq socket is not thread-safe, so one task owns it and everyone
+//! else talks to that task through channels. The task sleeps on the
+//! socket's `ZMQ_FD` in tokio's reactor: a request then costs one thread
+//! wake-up each way (libzmq's I/O thread to a runtime worker and back), and
+//! a reply sent from a request task on the same worker wakes nobody. The
+//! descriptor only says that the socket's state may have changed, so
+//! `ZMQ_EVENTS` is read again after every operation and before every sleep.
 //!
 //! Each socket has a context of its own, so closing it can wait, up to its
 //! linger, until libzmq has written out what was queued (replies of a
 //! draining server are not lost at exit).
 
 use bytes::Bytes;
-use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc as std_mpsc};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 
 /// A message: its frames, in order.
 pub type Frames = Vec<Bytes>;
@@ -52,44 +56,36 @@ pub struct Limits {
     pub max_frames: usize,
 }
 
-/// How long a poll waits when nothing wakes it: the longest a closed
-/// socket's thread lingers unnoticed.
-const IDLE_POLL_MS: i64 = 200;
+/// How often a message libzmq would not take (a DEALER at its high-water
+/// mark) is offered again, besides when the socket signals room.
+const RETRY_UNSENT: Duration = Duration::from_millis(5);
 /// Received messages the async side has not taken yet; past this the
-/// thread stops reading and libzmq's own high-water mark takes over.
+/// task stops reading and libzmq's own high-water mark takes over.
 const INCOMING_QUEUE: usize = 256;
 
 struct Shared {
-    wake_tx: UnixStream,
-    wake_pending: AtomicBool,
     closing: AtomicBool,
     linger: std::sync::Mutex<Duration>,
+    wake: Notify,
 }
 
 impl Shared {
-    fn wake(&self) {
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
-            // A full socket pair already holds a wake-up; nothing is lost.
-            let _ = (&self.wake_tx).write(&[1]);
-        }
+    fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 }
 
 /// The sending half: cheap to clone, usable from any task.
 #[derive(Clone)]
 pub struct ZSender {
-    queue: std_mpsc::Sender<Frames>,
-    shared: Arc<Shared>,
+    queue: mpsc::UnboundedSender<Frames>,
 }
 
 impl ZSender {
     /// Queues a message; false once the socket is closed.
     pub fn send(&self, frames: Frames) -> bool {
-        if self.queue.send(frames).is_err() {
-            return false;
-        }
-        self.shared.wake();
-        true
+        self.queue.send(frames).is_ok()
     }
 }
 
@@ -97,12 +93,22 @@ impl ZSender {
 pub struct ZSocket {
     incoming: mpsc::Receiver<Frames>,
     sender: ZSender,
-    thread: Option<std::thread::JoinHandle<()>>,
+    shared: Arc<Shared>,
+    task: Option<JoinHandle<()>>,
 }
 
 enum Attach {
     Bind,
     Connect,
+}
+
+/// The socket's `ZMQ_FD`, for the reactor; the socket owns it.
+struct SignalFd(RawFd);
+
+impl AsRawFd for SignalFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
 }
 
 impl ZSocket {
@@ -115,6 +121,8 @@ impl ZSocket {
     }
 
     fn open(kind: Kind, endpoint: &str, limits: Limits, attach: Attach) -> Result<ZSocket, String> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| format!("{endpoint}: a ZeroMQ socket needs the async runtime"))?;
         let context = ::zmq::Context::new();
         let socket = context
             .socket(kind.zmq())
@@ -129,43 +137,46 @@ impl ZSocket {
             Attach::Connect => socket.connect(endpoint),
         }
         .map_err(|e| format!("{endpoint}: {e}"))?;
-        let (wake_tx, wake_rx) =
-            UnixStream::pair().map_err(|e| format!("cannot make a wake-up pipe: {e}"))?;
-        wake_tx
-            .set_nonblocking(true)
-            .and_then(|()| wake_rx.set_nonblocking(true))
-            .map_err(|e| format!("cannot make a wake-up pipe: {e}"))?;
+        let fd = socket
+            .get_fd()
+            .map_err(|e| format!("{endpoint}: no ZMQ_FD: {e}"))?;
+        let signal = {
+            let _entered = runtime.enter();
+            // The safe constructor (the crate forbids unsafe code). What it
+            // cannot check holds here: the descriptor belongs to the socket,
+            // which the pump closes only after dropping this registration
+            // (`Pump::finish`, and the order of `Pump`'s fields).
+            #[allow(deprecated)]
+            AsyncFd::with_interest(SignalFd(fd), tokio::io::Interest::READABLE)
+                .map_err(|e| format!("{endpoint}: cannot watch the socket: {e}"))?
+        };
         let shared = Arc::new(Shared {
-            wake_tx,
-            wake_pending: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             linger: std::sync::Mutex::new(Duration::ZERO),
+            wake: Notify::new(),
         });
-        let (queue, outgoing) = std_mpsc::channel();
+        let (queue, outgoing) = mpsc::unbounded_channel();
         let (deliver, incoming) = mpsc::channel(INCOMING_QUEUE);
         let pump = Pump {
-            context,
-            socket,
+            signal: Some(signal),
+            zmq: Some((context, socket)),
             limits,
-            wake_rx,
             shared: shared.clone(),
             outgoing,
             deliver,
             unsent: None,
             undelivered: None,
         };
-        let thread = std::thread::Builder::new()
-            .name("vpoller-zmq".into())
-            .spawn(move || pump.run())
-            .map_err(|e| format!("cannot start the socket thread for {endpoint}: {e}"))?;
+        let task = runtime.spawn(pump.run());
         Ok(ZSocket {
             incoming,
-            sender: ZSender { queue, shared },
-            thread: Some(thread),
+            sender: ZSender { queue },
+            shared,
+            task: Some(task),
         })
     }
 
-    /// The next message; `None` once the socket's thread has stopped.
+    /// The next message; `None` once the socket's task has stopped.
     pub async fn recv(&mut self) -> Option<Frames> {
         self.incoming.recv().await
     }
@@ -181,32 +192,32 @@ impl ZSocket {
     /// Sends what is queued, waits up to `linger` for libzmq to write it
     /// out, and closes the socket.
     pub async fn close(mut self, linger: Duration) {
-        if let Ok(mut l) = self.sender.shared.linger.lock() {
+        if let Ok(mut l) = self.shared.linger.lock() {
             *l = linger;
         }
-        self.sender.shared.closing.store(true, Ordering::Release);
-        self.sender.shared.wake();
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        self.shared.close();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
         }
     }
 }
 
 impl Drop for ZSocket {
     fn drop(&mut self) {
-        self.sender.shared.closing.store(true, Ordering::Release);
-        self.sender.shared.wake();
+        self.shared.close();
     }
 }
 
-/// The thread's side: the socket and what waits to cross.
+/// The task's side: the socket and what waits to cross.
 struct Pump {
-    context: ::zmq::Context,
-    socket: ::zmq::Socket,
+    /// Declared before `zmq`, so dropped first: the reactor lets go of the
+    /// descriptor before the socket closes it.
+    signal: Option<AsyncFd<SignalFd>>,
+    /// Taken when the socket is closed.
+    zmq: Option<(::zmq::Context, ::zmq::Socket)>,
     limits: Limits,
-    wake_rx: UnixStream,
     shared: Arc<Shared>,
-    outgoing: std_mpsc::Receiver<Frames>,
+    outgoing: mpsc::UnboundedReceiver<Frames>,
     deliver: mpsc::Sender<Frames>,
     /// A message libzmq would not take yet (a DEALER at its high-water mark).
     unsent: Option<Frames>,
@@ -215,104 +226,93 @@ struct Pump {
 }
 
 impl Pump {
-    fn run(mut self) {
-        loop {
-            let closing = self.shared.closing.load(Ordering::Acquire);
-            self.send_queued();
-            if closing || self.deliver.is_closed() {
-                break;
-            }
-            if !self.poll() {
-                break;
-            }
-        }
-        self.finish();
+    async fn run(mut self) {
+        while self.turn().await {}
+        self.finish().await;
     }
 
-    /// Waits for the socket or a wake-up, then takes in what arrived.
-    /// False when the socket cannot be polled any more.
-    fn poll(&mut self) -> bool {
-        let reading = self.undelivered.is_none();
-        let mut events = ::zmq::PollEvents::empty();
-        if reading {
-            events |= ::zmq::POLLIN;
+    /// Does what can be done now, or sleeps until something can; false
+    /// when the socket is to be closed.
+    async fn turn(&mut self) -> bool {
+        if self.shared.closing.load(Ordering::Acquire) || self.deliver.is_closed() {
+            return false;
         }
-        if self.unsent.is_some() {
-            events |= ::zmq::POLLOUT;
-        }
-        // Held messages are retried on a short tick rather than a signal
-        // from the async side.
-        let timeout = if reading { IDLE_POLL_MS } else { 5 };
-        let mut items = [
-            self.socket.as_poll_item(events),
-            ::zmq::PollItem::from_fd(self.wake_rx.as_raw_fd(), ::zmq::POLLIN),
-        ];
-        match ::zmq::poll(&mut items, timeout) {
-            Ok(_) => {}
-            Err(::zmq::Error::EINTR) => return true,
+        let mut progressed = self.send_queued();
+        let Some((_, socket)) = self.zmq.as_ref() else {
+            return false;
+        };
+        let events = match socket.get_events() {
+            Ok(events) => events,
             Err(e) => {
-                tracing::error!("ZeroMQ poll failed: {e}");
+                tracing::error!("ZeroMQ socket failed: {e}");
                 return false;
             }
+        };
+        if events.contains(::zmq::POLLIN) && self.undelivered.is_none() {
+            progressed |= self.receive_ready();
         }
-        let (readable, woken) = (items[0].is_readable(), items[1].is_readable());
-        if woken {
-            // Drain first, then clear: a wake-up written after the clear
-            // stays in the pipe, so none is lost (the queue is looked at
-            // again before the next poll).
-            let mut sink = [0u8; 64];
-            while matches!((&self.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
-            self.shared.wake_pending.store(false, Ordering::Release);
-        }
-        if !self.retry_undelivered() {
+        if progressed {
             return true;
         }
-        if readable {
-            self.receive_ready();
+        let Some(signal) = self.signal.as_ref() else {
+            return false;
+        };
+        let (outgoing, deliver) = (&mut self.outgoing, &self.deliver);
+        let (sending, holding) = (self.unsent.is_none(), self.undelivered.is_some());
+        tokio::select! {
+            ready = signal.readable() => {
+                if let Ok(mut guard) = ready {
+                    guard.clear_ready();
+                }
+            }
+            next = outgoing.recv(), if sending => match next {
+                Some(frames) => self.unsent = Some(frames),
+                None => return false,
+            },
+            room = deliver.reserve(), if holding => match (room, self.undelivered.take()) {
+                (Ok(permit), Some(frames)) => permit.send(frames),
+                (Err(_), _) => return false,
+                (Ok(_), None) => {}
+            },
+            () = tokio::time::sleep(RETRY_UNSENT), if !sending => {}
+            () = self.shared.wake.notified() => {}
         }
         true
     }
 
-    fn retry_undelivered(&mut self) -> bool {
-        let Some(held) = self.undelivered.take() else {
-            return true;
-        };
-        match self.deliver.try_send(held) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(back)) => {
-                self.undelivered = Some(back);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
-    }
-
-    /// Takes in every message libzmq holds, until the async side is full.
-    fn receive_ready(&mut self) {
+    /// Takes in every message libzmq holds, until the async side is full;
+    /// whether any was read.
+    fn receive_ready(&mut self) -> bool {
+        let mut any = false;
         while self.undelivered.is_none() {
             let Some(frames) = self.receive_one() else {
-                return;
+                return any;
             };
+            any = true;
             let Some(frames) = frames else { continue };
             if let Err(mpsc::error::TrySendError::Full(back)) = self.deliver.try_send(frames) {
                 self.undelivered = Some(back);
             }
         }
+        any
     }
 
     /// One whole message: `None` when nothing is waiting, `Some(None)` for
     /// a message over the limits (read to its end and thrown away).
     fn receive_one(&mut self) -> Option<Option<Frames>> {
+        let (_, socket) = self.zmq.as_ref()?;
         let mut frames = Vec::new();
         let mut total = 0usize;
         let mut refused = false;
         loop {
+            // The frames of a message arrive together: only the first can
+            // be missing.
             let flags = if frames.is_empty() && !refused {
                 ::zmq::DONTWAIT
             } else {
                 0
             };
-            let frame = match self.socket.recv_bytes(flags) {
+            let frame = match socket.recv_bytes(flags) {
                 Ok(f) => f,
                 Err(::zmq::Error::EAGAIN) => return None,
                 Err(e) => {
@@ -329,7 +329,7 @@ impl Pump {
             if !refused {
                 frames.push(Bytes::from(frame));
             }
-            if !self.socket.get_rcvmore().unwrap_or(false) {
+            if !socket.get_rcvmore().unwrap_or(false) {
                 break;
             }
         }
@@ -345,32 +345,38 @@ impl Pump {
         Some(Some(frames))
     }
 
-    fn send_queued(&mut self) {
+    /// Sends what is queued without blocking; whether any went out.
+    fn send_queued(&mut self) -> bool {
+        let mut any = false;
         loop {
             let frames = match self.unsent.take() {
                 Some(f) => f,
                 None => match self.outgoing.try_recv() {
                     Ok(f) => f,
-                    Err(_) => return,
+                    Err(_) => return any,
                 },
             };
             if let Err(back) = self.send_one(frames) {
                 self.unsent = Some(back);
-                return;
+                return any;
             }
+            any = true;
         }
     }
 
     /// Sends one message without blocking; gives it back if libzmq cannot
     /// take it now.
     fn send_one(&mut self, frames: Frames) -> Result<(), Frames> {
+        let Some((_, socket)) = self.zmq.as_ref() else {
+            return Ok(());
+        };
         let last = frames.len().saturating_sub(1);
         for (i, frame) in frames.iter().enumerate() {
             let more = if i < last { ::zmq::SNDMORE } else { 0 };
             // Once the first frame is in, libzmq takes the rest: only the
             // first can meet a full queue.
             let flags = if i == 0 { ::zmq::DONTWAIT | more } else { more };
-            match self.socket.send(&frame[..], flags) {
+            match socket.send(&frame[..], flags) {
                 Ok(()) => {}
                 Err(::zmq::Error::EAGAIN) if i == 0 => return Err(frames),
                 Err(e) => {
@@ -382,7 +388,15 @@ impl Pump {
         Ok(())
     }
 
-    fn finish(mut self) {
+    /// Sends what is still queued, waiting at most the linger for room,
+    /// and closes the socket and its context, which waits up to the linger
+    /// for queued messages to be written; on a blocking thread.
+    async fn finish(mut self) {
+        // The reactor lets go of the descriptor before the socket closes it.
+        drop(self.signal.take());
+        let Some((context, socket)) = self.zmq.take() else {
+            return;
+        };
         let linger = self
             .shared
             .linger
@@ -390,27 +404,20 @@ impl Pump {
             .map(|l| *l)
             .unwrap_or(Duration::ZERO);
         let linger_ms = i32::try_from(linger.as_millis()).unwrap_or(i32::MAX);
-        // What is still queued goes out now, waiting at most the linger for
-        // room (a DEALER at its high-water mark).
-        let _ = self.socket.set_sndtimeo(linger_ms);
-        let queued: Vec<Frames> = self
-            .unsent
-            .take()
-            .into_iter()
-            .chain(self.outgoing.try_iter())
-            .collect();
-        for frames in queued {
-            let _ = self.send_blocking(frames);
+        let mut queued: Vec<Frames> = self.unsent.take().into_iter().collect();
+        while let Ok(frames) = self.outgoing.try_recv() {
+            queued.push(frames);
         }
-        let _ = self.socket.set_linger(linger_ms);
-        drop(self.socket);
-        // Terminating the context waits, up to the linger, for queued
-        // messages to be written.
-        drop(self.context);
-    }
-
-    fn send_blocking(&mut self, frames: Frames) -> Result<(), ::zmq::Error> {
-        self.socket.send_multipart(frames.iter().map(|f| &f[..]), 0)
+        let close = move || {
+            let _ = socket.set_sndtimeo(linger_ms);
+            for frames in queued {
+                let _ = socket.send_multipart(frames.iter().map(|f| &f[..]), 0);
+            }
+            let _ = socket.set_linger(linger_ms);
+            drop(socket);
+            drop(context);
+        };
+        let _ = tokio::task::spawn_blocking(close).await;
     }
 }
 
