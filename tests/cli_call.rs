@@ -135,10 +135,15 @@ fn copied_binary() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, bin)
 }
 
+/// Runs the copied binary in `/`, with a temporary directory of its own
+/// beside it (so that what it writes out there, and only that, is seen).
 fn run_in_root(bin: &std::path::Path, args: &[&str]) -> Output {
+    let tmp = bin.with_file_name("tmp");
+    std::fs::create_dir_all(&tmp).expect("a temporary directory");
     Command::new(bin)
         .args(args)
         .current_dir("/")
+        .env("TMPDIR", &tmp)
         .env("VPOLLER_PASSWORD", "pass")
         .stdin(Stdio::null())
         .output()
@@ -184,7 +189,7 @@ fn a_copied_binary_brings_its_methods() {
         reply["result"][0]["runtime.powerState"], "poweredOn",
         "{reply}"
     );
-    let leftovers = std::fs::read_dir(std::env::temp_dir())
+    let leftovers = std::fs::read_dir(dir.path().join("tmp"))
         .map(|d| {
             d.filter_map(Result::ok)
                 .filter(|e| {

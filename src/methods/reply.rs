@@ -32,12 +32,26 @@ impl Reply {
         }
     }
 
-    /// What goes on the wire: a helper's text, or the JSON envelope.
+    /// What goes on the wire: a helper's text, or the JSON envelope (as
+    /// [`to_json`](Self::to_json) writes it, without copying the result
+    /// into it first).
     pub fn wire(&self) -> String {
-        match &self.raw {
-            Some(text) => text.clone(),
-            None => self.to_json().to_string(),
+        if let Some(text) = &self.raw {
+            return text.clone();
         }
+        let mut out = String::with_capacity(64);
+        out.push_str(if self.success {
+            r#"{"success":0,"msg":"#
+        } else {
+            r#"{"success":1,"msg":"#
+        });
+        out.push_str(&Value::String(self.msg.clone()).to_string());
+        if let Some(result) = &self.result {
+            out.push_str(r#","result":"#);
+            out.push_str(&result.to_string());
+        }
+        out.push('}');
+        out
     }
 
     pub fn to_json(&self) -> Value {
@@ -51,5 +65,21 @@ impl Reply {
             map.insert("result".into(), r.clone());
         }
         Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_wire_form_is_the_json_envelope() {
+        for reply in [
+            Reply::ok("done \"now\" ü", json!([{"a": 1, "b": [null, "x"]}])),
+            Reply::error("Unknown or missing agent name"),
+        ] {
+            assert_eq!(reply.wire(), reply.to_json().to_string());
+        }
     }
 }

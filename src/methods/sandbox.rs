@@ -86,6 +86,12 @@ pub(crate) fn new_state(lib_dirs: LibDirs, memory_limit: usize) -> mlua::Result<
     )?;
     lua.set_app_data(lib_dirs);
     lua.set_app_data(Budget::new("(no script)", &Limits::default()));
+    // A call makes a few short-lived tables and strings and ends: the
+    // generational collector frees them in cheap minor cycles, where the
+    // incremental one re-marked the state's scripts and libraries.
+    lua.gc_set_mode(mlua::state::GcMode::Generational(
+        mlua::state::GcGenParams::default(),
+    ));
     let base = safe_base(&lua)?;
     install_guarded_calls(&lua, &base)?;
     lua.set_named_registry_value("vpoller.base", base)?;

@@ -207,7 +207,7 @@ impl Client {
                 return Ok(rows);
             }
         }
-        let rows = collector::get_objects(&self.inner.session, objects, paths).await?;
+        let rows = Box::pin(collector::get_objects(&self.inner.session, objects, paths)).await?;
         self.note_reads_of(objects, |_| paths);
         Ok(rows)
     }
@@ -221,7 +221,12 @@ impl Client {
         if let Some(rows) = self.mirror().and_then(|m| m.get(objects, paths_of)) {
             return Ok(rows);
         }
-        let rows = collector::get_objects_by_type(&self.inner.session, objects, paths).await?;
+        let rows = Box::pin(collector::get_objects_by_type(
+            &self.inner.session,
+            objects,
+            paths,
+        ))
+        .await?;
         self.note_reads_of(objects, paths_of);
         Ok(rows)
     }
@@ -252,13 +257,13 @@ impl Client {
             }
             return Ok(n);
         }
-        let n = collector::discover(
+        let n = Box::pin(collector::discover(
             &self.inner.session,
             &self.inner.views,
             kind,
             paths,
             on_object,
-        )
+        ))
         .await?;
         self.note_direct_read(kind, paths);
         Ok(n)
@@ -288,7 +293,10 @@ impl Client {
         volatile: &[String],
     ) -> Result<Option<Vec<ObjectContent>>> {
         let (session, views) = (&self.inner.session, &self.inner.views);
-        mirror.complete(session, views, rows, paths, volatile).await
+        if volatile.is_empty() {
+            return Ok(Some(rows));
+        }
+        Box::pin(mirror.complete(session, views, rows, paths, volatile)).await
     }
 
     pub fn mirror(&self) -> Option<&Mirror> {
@@ -329,10 +337,8 @@ impl Client {
         }
         let query = Query { kind, path, value };
         let ttl = self.inner.session.options().index_ttl;
-        self.inner
-            .index
-            .find(&self.inner.session, &self.inner.views, ttl, &query, fresh)
-            .await
+        let (session, views) = (&self.inner.session, &self.inner.views);
+        Box::pin(self.inner.index.find(session, views, ttl, &query, fresh)).await
     }
 
     /// Through the name index (see [`NameIndex::lookup`]).
@@ -348,11 +354,17 @@ impl Client {
         }
         let query = Query { kind, path, value };
         let ttl = self.inner.session.options().index_ttl;
-        let found = self
-            .inner
-            .index
-            .lookup(&self.inner.session, &self.inner.views, ttl, &query, paths)
-            .await?;
+        // Boxed, as every path that calls vCenter here: an async call's
+        // state is as large as its largest path, and a request that the
+        // mirror answers should not move a SOAP call's state around.
+        let found = Box::pin(self.inner.index.lookup(
+            &self.inner.session,
+            &self.inner.views,
+            ttl,
+            &query,
+            paths,
+        ))
+        .await?;
         if found.is_some() {
             self.note_direct_read(kind, paths);
         }
@@ -380,10 +392,12 @@ impl Client {
                 let obj = row.obj.clone();
                 match self.complete(mirror, vec![row], paths, &volatile).await? {
                     Some(mut rows) => Ok(Some(rows.pop())),
-                    None => self.read_found(kind, path, value, paths, obj).await,
+                    None => Box::pin(self.read_found(kind, path, value, paths, obj)).await,
                 }
             }
-            Some(Lookup::Ref(Some(obj))) => self.read_found(kind, path, value, paths, obj).await,
+            Some(Lookup::Ref(Some(obj))) => {
+                Box::pin(self.read_found(kind, path, value, paths, obj)).await
+            }
         }
     }
 
@@ -430,7 +444,7 @@ impl Client {
         if let Some(row) = self.inner.recent.get(&key, max_age) {
             return Ok(Some(row));
         }
-        let row = self.lookup(kind, path, value, paths).await?;
+        let row = Box::pin(self.lookup(kind, path, value, paths)).await?;
         if let Some(r) = &row {
             self.inner.recent.put(key, r);
         }
