@@ -110,7 +110,7 @@ impl MethodHost {
     /// Handles one request. Every request gets exactly one reply.
     pub async fn handle(self: &Arc<Self>, request: Value) -> Reply {
         if !request.is_object() {
-            return Reply::error(format!(
+            return Reply::refusal(format!(
                 "Expected a JSON object as the request, received {}",
                 json_kind(&request)
             ));
@@ -143,7 +143,7 @@ impl MethodHost {
                 tracing::debug!(method = %spec.name, ms = started.elapsed().as_millis() as u64, success = reply.success, "method call");
                 return reply;
             }
-            Err(refusal) => Reply::error(refusal),
+            Err(refusal) => Reply::refusal(refusal),
         };
         // A C client asked for a NUL-terminated answer; give it one even now.
         match helper {

@@ -11,6 +11,10 @@ pub struct Reply {
     pub result: Option<Value>,
     /// What an output helper made of the reply; sent instead of the JSON.
     pub raw: Option<String>,
+    /// The request was refused before any method ran (not JSON, an unknown
+    /// method or agent, a missing field, past a limit): the HTTP front end
+    /// answers 400 for these.
+    pub refused: bool,
 }
 
 impl Reply {
@@ -20,6 +24,7 @@ impl Reply {
             msg: msg.into(),
             result: Some(result),
             raw: None,
+            refused: false,
         }
     }
 
@@ -29,6 +34,15 @@ impl Reply {
             msg: msg.into(),
             result: None,
             raw: None,
+            refused: false,
+        }
+    }
+
+    /// A request refused before any method ran.
+    pub fn refusal(msg: impl Into<String>) -> Reply {
+        Reply {
+            refused: true,
+            ..Reply::error(msg)
         }
     }
 

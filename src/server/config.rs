@@ -34,6 +34,11 @@ pub struct Config {
     pub heartbeat: Duration,
     pub log_level: String,
     pub log_json: bool,
+    /// `[http] listen`: the HTTP front end, off when `None`.
+    pub http_listen: Option<std::net::SocketAddr>,
+    pub http_token_file: Option<PathBuf>,
+    /// `[metrics] listen`: the Prometheus endpoint, off when `None`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Config {
@@ -63,6 +68,9 @@ impl Default for Config {
             heartbeat: Duration::from_secs(1),
             log_level: "info".into(),
             log_json: false,
+            http_listen: None,
+            http_token_file: None,
+            metrics_listen: None,
         }
     }
 }
@@ -237,6 +245,21 @@ impl Config {
             ("mirror", "exclude") => self.mirror.paths.excluded = list(value),
             ("mirror", "volatile") => self.mirror.paths.volatile = list(value),
             ("mirror", "volatile-refresh") => self.mirror.volatile_refresh = seconds(value)?,
+            ("http", "listen") => {
+                let address = listen_address(value).map_err(|e| bad(&e))?;
+                if address.is_some_and(|a| !a.ip().is_loopback()) {
+                    return Err(bad(
+                        "the HTTP front end listens on loopback only (TLS for other addresses is not built yet); put a TLS-terminating proxy in front",
+                    ));
+                }
+                self.http_listen = address;
+            }
+            ("http", "token-file") => {
+                self.http_token_file = (!value.is_empty()).then(|| PathBuf::from(value))
+            }
+            ("metrics", "listen") => {
+                self.metrics_listen = listen_address(value).map_err(|e| bad(&e))?
+            }
             ("log", "level") => {
                 tracing_subscriber::EnvFilter::try_new(value).map_err(|e| bad(&e.to_string()))?;
                 self.log_level = value.to_string();
@@ -261,6 +284,17 @@ impl Config {
 /// The longest duration an option takes: anything longer is a typo, and
 /// would overflow the clocks it is added to.
 const MAX_SECONDS: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `host:port`, or empty for "off".
+fn listen_address(value: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| "expected an address such as 127.0.0.1:9898, or nothing for off".into())
+}
 
 /// A comma-separated list, blanks dropped.
 fn list(value: &str) -> Vec<String> {
@@ -364,6 +398,14 @@ mod documented_defaults {
         );
         assert_eq!(format!("{:?}", file.perf), format!("{:?}", defaults.perf));
         assert_eq!(file.mirror, defaults.mirror);
+        assert_eq!(
+            (file.http_listen, &file.http_token_file, file.metrics_listen),
+            (
+                defaults.http_listen,
+                &defaults.http_token_file,
+                defaults.metrics_listen
+            )
+        );
         assert_eq!(file.grace, defaults.grace);
         assert_eq!(file.request_timeout, defaults.request_timeout);
         assert_eq!(file.heartbeat, defaults.heartbeat);

@@ -139,6 +139,8 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
         config: config.clone(),
     });
     super::wire::reload_on_hangup(status.clone());
+    let backend = super::http::backend(&config, &dispatcher, &agents)?;
+    let web = super::http::start(&config, backend, true, stopped.clone()).await?;
     let mgmt_endpoint = config.proxy_mgmt.clone();
     let mgmt_stop = stop.clone();
     let mgmt =
@@ -147,6 +149,9 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
     let _ = stop.send(true);
     if let Ok(Err(e)) = mgmt.await {
         tracing::error!("{e}");
+    }
+    for task in web {
+        let _ = task.await;
     }
     agents.logout_all().await;
     tracing::info!("stopped");

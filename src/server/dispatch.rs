@@ -26,6 +26,7 @@ pub struct Stats {
 pub struct Dispatcher {
     host: Arc<MethodHost>,
     pub stats: Stats,
+    pub metrics: super::metrics::RequestMetrics,
     pub started: Instant,
 }
 
@@ -34,6 +35,7 @@ impl Dispatcher {
         Dispatcher {
             host,
             stats: Stats::default(),
+            metrics: super::metrics::RequestMetrics::default(),
             started: Instant::now(),
         }
     }
@@ -44,6 +46,11 @@ impl Dispatcher {
 
     /// Handles one request frame and returns the reply frame.
     pub async fn handle(&self, frame: &[u8]) -> String {
+        self.handle_reply(frame).await.wire()
+    }
+
+    /// As [`handle`](Self::handle), the reply before it is written out.
+    pub async fn handle_reply(&self, frame: &[u8]) -> Reply {
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let (method, agent, reply) = self.reply(frame).await;
@@ -56,6 +63,10 @@ impl Dispatcher {
                 .entry(method.clone().unwrap_or_else(|| "(none)".into()))
                 .or_default() += 1;
         }
+        let catalog = self.host.catalog();
+        let label = super::metrics::method_label(|m| catalog.get(m).is_some(), method.as_deref());
+        self.metrics
+            .observe(label, reply.success, started.elapsed());
         tracing::debug!(
             method = method.as_deref().unwrap_or("-"),
             agent = agent.as_deref().unwrap_or("-"),
@@ -63,12 +74,12 @@ impl Dispatcher {
             success = reply.success,
             "request"
         );
-        reply.wire()
+        reply
     }
 
     async fn reply(&self, frame: &[u8]) -> (Option<String>, Option<String>, Reply) {
         if frame.len() > MAX_REQUEST_BYTES {
-            return (None, None, Reply::error("Invalid message received"));
+            return (None, None, Reply::refusal("Invalid message received"));
         }
         let Ok(request) = serde_json::from_slice::<Value>(frame) else {
             return (None, None, invalid_message(frame));
@@ -77,7 +88,7 @@ impl Dispatcher {
             return (
                 None,
                 None,
-                Reply::error(format!(
+                Reply::refusal(format!(
                     "Expected a JSON message, received <class '{}'>",
                     python_type(&request)
                 )),
@@ -93,7 +104,7 @@ impl Dispatcher {
 /// vPoller's answer to a frame that is not JSON. A C client that can still
 /// be recognised by the helper it named gets the NUL it reads up to.
 fn invalid_message(frame: &[u8]) -> Reply {
-    let reply = Reply::error("Invalid message received");
+    let reply = Reply::refusal("Invalid message received");
     let names = |helper: &[u8]| frame.windows(helper.len()).any(|w| w == helper);
     let raw = if names(b"vpoller.helpers.czabbix") {
         Some(format!("{}\0", reply.msg))

@@ -7,6 +7,8 @@ pub mod broker;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod http;
+pub mod metrics;
 pub mod wire;
 pub mod worker;
 pub mod zsocket;

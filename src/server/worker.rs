@@ -81,6 +81,8 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
         capacity,
     });
     spawn_management(config.worker_mgmt.clone(), status, stop.clone());
+    let backend = super::http::backend(&config, &dispatcher, &agents)?;
+    let web = super::http::start(&config, backend, false, stopped.clone()).await?;
 
     let mut work = JoinSet::new();
     while !*stopped.borrow() {
@@ -89,6 +91,9 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
         {
             break;
         }
+    }
+    for task in web {
+        let _ = task.await;
     }
     agents.logout_all().await;
     tracing::info!("worker stopped");

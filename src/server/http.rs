@@ -1,0 +1,376 @@
+//! The HTTP front end (`[http] listen`) and the metrics endpoint
+//! (`[metrics] listen`), on the same dispatcher as ZeroMQ: the same limits,
+//! deadlines and replies.
+//!
+//! - `POST /v1/call` takes vPoller's request object and answers vPoller's
+//!   reply object;
+//! - `GET /v1/call/{method}?hostname=..&name=..&properties=a,b&..` is the
+//!   same request in a URL, for Zabbix's HTTP agent items and for curl;
+//! - `GET /v1/methods`, `GET /healthz` (the process is up), `GET /readyz`
+//!   (methods loaded, and per agent the session and mirror state);
+//! - `GET /metrics` in the Prometheus exposition format.
+//!
+//! A request refused before any method ran gets 400 with vPoller's error
+//! envelope, an unknown path 404, a body over 1 MiB 413. With a token
+//! (`[http] token-file`), every path but `/healthz` needs
+//! `Authorization: Bearer <token>`, compared in constant time.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Map, Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+use super::dispatch::{Dispatcher, MAX_REQUEST_BYTES};
+use super::metrics::Metrics;
+use crate::agents::RegistryAgents;
+use crate::methods::Reply;
+
+/// What the routes answer from.
+#[derive(Clone)]
+pub struct Backend {
+    pub dispatcher: Arc<Dispatcher>,
+    pub agents: Arc<RegistryAgents>,
+    pub metrics: Arc<Metrics>,
+    pub token: Option<Arc<str>>,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Routes {
+    pub api: bool,
+    pub metrics: bool,
+}
+
+pub fn router(backend: Backend, routes: Routes) -> Router {
+    let mut app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz));
+    if routes.api {
+        app = app
+            .route("/v1/call", post(call_posted))
+            .route("/v1/call/{method}", get(call_in_url))
+            .route("/v1/methods", get(methods));
+    }
+    if routes.metrics {
+        app = app.route("/metrics", get(metrics));
+    }
+    app.fallback(not_found)
+        .layer(middleware::from_fn_with_state(backend.clone(), authorized))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .with_state(backend)
+}
+
+/// Binds the listeners the configuration names (`[http] listen` with the
+/// API and the metrics, `[metrics] listen` with the metrics) and serves them
+/// until `stop` turns true. An address that cannot be bound is an error at
+/// start-up, not a silent gap.
+pub async fn start(
+    config: &super::config::Config,
+    backend: Backend,
+    with_api: bool,
+    stop: watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let mut listeners: Vec<(SocketAddr, Routes)> = Vec::new();
+    if with_api && let Some(address) = config.http_listen {
+        listeners.push((
+            address,
+            Routes {
+                api: true,
+                metrics: true,
+            },
+        ));
+    }
+    if let Some(address) = config.metrics_listen
+        && !listeners.iter().any(|(a, _)| *a == address)
+    {
+        listeners.push((
+            address,
+            Routes {
+                api: false,
+                metrics: true,
+            },
+        ));
+    }
+    let mut tasks = Vec::new();
+    for (address, routes) in listeners {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen for HTTP on {address}: {e}"))?;
+        tracing::info!(api = routes.api, "serving HTTP on {address}");
+        let app = router(backend.clone(), routes);
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let stopped = async move {
+                while !*stop.borrow() {
+                    if stop.changed().await.is_err() {
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+            {
+                tracing::error!("HTTP on {address}: {e}");
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// The HTTP side of a process that runs methods, if it has one.
+pub fn backend(
+    config: &super::config::Config,
+    dispatcher: &Arc<Dispatcher>,
+    agents: &Arc<RegistryAgents>,
+) -> Result<Backend, String> {
+    let token = config
+        .http_token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
+    Ok(Backend {
+        dispatcher: dispatcher.clone(),
+        agents: agents.clone(),
+        metrics: Arc::new(Metrics::for_methods(dispatcher.clone(), agents.clone())),
+        token,
+    })
+}
+
+/// A reply as vPoller's JSON envelope (or a helper's text), with its status.
+fn answer(status: StatusCode, reply: &Reply) -> Response {
+    let content_type = if reply.raw.is_some() {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/json"
+    };
+    (status, [(header::CONTENT_TYPE, content_type)], reply.wire()).into_response()
+}
+
+fn refused(status: StatusCode, msg: String) -> Response {
+    answer(status, &Reply::refusal(msg))
+}
+
+async fn dispatch(backend: &Backend, body: &[u8]) -> Response {
+    let reply = backend.dispatcher.handle_reply(body).await;
+    let status = if reply.refused {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    answer(status, &reply)
+}
+
+async fn call_posted(
+    State(backend): State<Backend>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => dispatch(&backend, &body).await,
+        Err(rejection) => refused(rejection.status(), rejection.body_text()),
+    }
+}
+
+/// The request fields a URL may give; `properties` is comma-separated.
+const URL_FIELDS: &[&str] = &[
+    "hostname",
+    "name",
+    "properties",
+    "key",
+    "username",
+    "password",
+    "counter-name",
+    "instance",
+    "max-sample",
+    "perf-interval",
+    "helper",
+];
+
+/// A vPoller request object from a URL's method and query.
+fn request_from_url(method: &str, query: &HashMap<String, String>) -> Result<Value, String> {
+    let mut request = Map::new();
+    request.insert("method".into(), Value::from(method));
+    for (key, value) in query {
+        if !URL_FIELDS.contains(&key.as_str()) {
+            return Err(format!(
+                "unknown query parameter {key:?} (known: {})",
+                URL_FIELDS.join(", ")
+            ));
+        }
+        let value = match key.as_str() {
+            "properties" => Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(Value::from)
+                    .collect(),
+            ),
+            "max-sample" => match value.parse::<i64>() {
+                Ok(n) => Value::from(n),
+                Err(_) => return Err(format!("max-sample must be a number, not {value:?}")),
+            },
+            _ => Value::from(value.as_str()),
+        };
+        request.insert(key.clone(), value);
+    }
+    Ok(Value::Object(request))
+}
+
+async fn call_in_url(
+    State(backend): State<Backend>,
+    Path(method): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    match request_from_url(&method, &query) {
+        Ok(request) => dispatch(&backend, request.to_string().as_bytes()).await,
+        Err(e) => refused(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn methods(State(backend): State<Backend>) -> Response {
+    let catalog = backend.dispatcher.host().catalog();
+    let mut list: Vec<Value> = catalog
+        .methods
+        .values()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "description": m.description,
+                "required": m.required,
+                "source": m.file.display().to_string(),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    axum::Json(Value::Array(list)).into_response()
+}
+
+async fn readyz(State(backend): State<Backend>) -> Response {
+    let methods = backend.dispatcher.host().catalog().methods.len();
+    let agents: Vec<Value> = backend
+        .agents
+        .sessions()
+        .into_iter()
+        .map(|(hostname, c)| {
+            json!({
+                "hostname": hostname,
+                "logged_in": c.session().is_logged_in(),
+                "mirror": c.mirror_status().get("state").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    let status = if methods > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(json!({"ready": methods > 0, "methods": methods, "agents": agents})),
+    )
+        .into_response()
+}
+
+async fn metrics(State(backend): State<Backend>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        backend.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found(request: Request) -> Response {
+    refused(
+        StatusCode::NOT_FOUND,
+        format!("no such path: {}", request.uri().path()),
+    )
+}
+
+async fn authorized(State(backend): State<Backend>, request: Request, next: Next) -> Response {
+    let Some(token) = &backend.token else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/healthz" || bearer_matches(request.headers(), token) {
+        return next.run(request).await;
+    }
+    let mut response = refused(
+        StatusCode::UNAUTHORIZED,
+        "a bearer token is required (Authorization: Bearer ...)".into(),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+}
+
+/// Equality whose time depends on the lengths only, not on where the
+/// first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads a token file: its first line, which must not be empty.
+pub fn read_token(path: &std::path::Path) -> Result<Arc<str>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the HTTP token file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(format!("the HTTP token file {} is empty", path.display()));
+    }
+    Ok(Arc::from(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_becomes_a_vpoller_request() {
+        let query: HashMap<String, String> = [
+            ("hostname", "vc01"),
+            ("name", "vm 1"),
+            ("properties", "runtime.powerState, name"),
+            ("max-sample", "3"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let request = request_from_url("vm.get", &query).expect("a request");
+        assert_eq!(request["method"], "vm.get");
+        assert_eq!(request["properties"], json!(["runtime.powerState", "name"]));
+        assert_eq!(request["max-sample"], 3);
+        let bad: HashMap<String, String> = [("hostnme".to_string(), "x".to_string())].into();
+        assert!(request_from_url("vm.get", &bad).is_err());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret-longer"));
+    }
+}
