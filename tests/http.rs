@@ -13,9 +13,18 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "s3cret-token-for-tests";
 
 fn probe(args: &[&str]) -> Value {
+    probe_trusting(args, None)
+}
+
+/// The probe, trusting `ca` for HTTPS.
+fn probe_trusting(args: &[&str], ca: Option<&std::path::Path>) -> Value {
     let python = venv().join("bin/python");
     let script = common::project_dir().join("tests/pyclient/http_probe.py");
-    let out = Command::new(python)
+    let mut command = Command::new(python);
+    if let Some(ca) = ca {
+        command.env("PROBE_CAFILE", ca);
+    }
+    let out = command
         .arg(script)
         .args(args)
         .output()
@@ -301,4 +310,91 @@ fn metrics_parse_and_move_with_the_requests() {
         &[("method", "vm.get")],
     );
     assert_eq!(count, Some(before + 3.0));
+}
+
+#[test]
+fn https_with_a_certificate_and_no_plaintext_off_loopback() {
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .output()
+        .expect("run openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    let conf = dir.path().join("vpoller.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[http]\nlisten = 127.0.0.1:{port}\ncert-file = {}\nkey-file = {}\n",
+            cert.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let conf_arg = conf.display().to_string();
+    let (_daemon, front, _mgmt) = daemon_with(&reg, &["-f", &conf_arg]);
+    let url = format!("https://127.0.0.1:{port}/v1/call/vm.get?hostname=vcsim&name=DC0_H0_VM0");
+    let mut reply = Value::Null;
+    for _ in 0..50 {
+        reply = probe_trusting(&["request", "GET", &url, "-"], Some(&cert));
+        if reply["status"] == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let by_zmq = client(
+        &front,
+        &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+        10_000,
+    );
+    let over_https: Value =
+        serde_json::from_str(reply["body"].as_str().unwrap_or("")).expect("reply JSON");
+    assert_eq!(over_https, by_zmq);
+
+    // Plain HTTP on an address others can reach is refused at start-up.
+    std::fs::write(&conf, format!("[http]\nlisten = 0.0.0.0:{}\n", free_port())).expect("config");
+    let (db, key_file) = (reg.db(), reg.key());
+    let refused = vpoller(&[
+        "daemon",
+        "-f",
+        &conf_arg,
+        "-d",
+        &db,
+        "--key-file",
+        &key_file,
+        "--frontend",
+        &endpoint(free_port()),
+        "--mgmt",
+        &endpoint(free_port()),
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("needs TLS"), "{stderr}");
 }

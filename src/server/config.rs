@@ -37,6 +37,8 @@ pub struct Config {
     /// `[http] listen`: the HTTP front end, off when `None`.
     pub http_listen: Option<std::net::SocketAddr>,
     pub http_token_file: Option<PathBuf>,
+    pub http_cert_file: Option<PathBuf>,
+    pub http_key_file: Option<PathBuf>,
     /// `[metrics] listen`: the Prometheus endpoint, off when `None`.
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
@@ -70,6 +72,8 @@ impl Default for Config {
             log_json: false,
             http_listen: None,
             http_token_file: None,
+            http_cert_file: None,
+            http_key_file: None,
             metrics_listen: None,
         }
     }
@@ -245,14 +249,12 @@ impl Config {
             ("mirror", "exclude") => self.mirror.paths.excluded = list(value),
             ("mirror", "volatile") => self.mirror.paths.volatile = list(value),
             ("mirror", "volatile-refresh") => self.mirror.volatile_refresh = seconds(value)?,
-            ("http", "listen") => {
-                let address = listen_address(value).map_err(|e| bad(&e))?;
-                if address.is_some_and(|a| !a.ip().is_loopback()) {
-                    return Err(bad(
-                        "the HTTP front end listens on loopback only (TLS for other addresses is not built yet); put a TLS-terminating proxy in front",
-                    ));
-                }
-                self.http_listen = address;
+            ("http", "listen") => self.http_listen = listen_address(value).map_err(|e| bad(&e))?,
+            ("http", "cert-file") => {
+                self.http_cert_file = (!value.is_empty()).then(|| PathBuf::from(value))
+            }
+            ("http", "key-file") => {
+                self.http_key_file = (!value.is_empty()).then(|| PathBuf::from(value))
             }
             ("http", "token-file") => {
                 self.http_token_file = (!value.is_empty()).then(|| PathBuf::from(value))

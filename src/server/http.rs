@@ -99,32 +99,119 @@ pub async fn start(
             },
         ));
     }
+    let tls = match (&config.http_cert_file, &config.http_key_file) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        (None, None) => None,
+        _ => return Err("[http] cert-file and key-file go together".into()),
+    };
     let mut tasks = Vec::new();
     for (address, routes) in listeners {
+        if tls.is_none() && !address.ip().is_loopback() {
+            return Err(format!(
+                "HTTP on {address}: a non-loopback address needs TLS ([http] cert-file and key-file)"
+            ));
+        }
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|e| format!("cannot listen for HTTP on {address}: {e}"))?;
-        tracing::info!(api = routes.api, "serving HTTP on {address}");
+        tracing::info!(
+            api = routes.api,
+            tls = tls.is_some(),
+            "serving HTTP on {address}"
+        );
         let app = router(backend.clone(), routes);
-        let mut stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let stopped = async move {
-                while !*stop.borrow() {
-                    if stop.changed().await.is_err() {
-                        break;
-                    }
+        let stopped = stopped_future(stop.clone());
+        tasks.push(match &tls {
+            Some(acceptor) => tokio::spawn(serve_tls(listener, acceptor.clone(), app, stopped)),
+            None => tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::error!("HTTP on {address}: {e}");
                 }
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-            {
-                tracing::error!("HTTP on {address}: {e}");
-            }
-        }));
+            }),
+        });
     }
     Ok(tasks)
 }
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped_future(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// rustls (ring, TLS 1.2 and 1.3) with the certificate chain and key of
+/// the PEM files.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| format!("[http] cert-file {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "[http] cert-file {}: no certificate in it",
+            cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("[http] key-file {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| format!("[http] TLS: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts TLS connections until stopped; each is served by hyper with the
+/// router. A handshake that fails ends that connection only.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    stopped: impl std::future::Future<Output = ()> + Send,
+) {
+    tokio::pin!(stopped);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stopped => return,
+        };
+        let Ok((stream, peer)) = accepted else {
+            continue;
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, "HTTPS connection: {e}");
+            }
+        });
+    }
+}
+
+/// How long a client gets to finish its TLS handshake.
+const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The HTTP side of a process that runs methods, if it has one.
 pub fn backend(

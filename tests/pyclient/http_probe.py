@@ -7,7 +7,10 @@
         prints the samples parsed by prometheus_client:
         [{"name": ..., "labels": {...}, "value": ...}, ...]
 """
-import json, sys, urllib.error, urllib.request
+import json, os, ssl, sys, urllib.error, urllib.request
+
+# HTTPS: trust the CA file PROBE_CAFILE names.
+CONTEXT = ssl.create_default_context(cafile=os.environ["PROBE_CAFILE"]) if os.environ.get("PROBE_CAFILE") else None
 
 
 def fetch(method, url, body=None, token=None):
@@ -18,7 +21,7 @@ def fetch(method, url, body=None, token=None):
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=20) as r:
+        with urllib.request.urlopen(req, timeout=20, context=CONTEXT) as r:
             return r.status, r.read().decode(), r.headers.get("Content-Type", "")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(), e.headers.get("Content-Type", "")
