@@ -7,3 +7,8 @@ bash tests/vcsim/build.sh
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --all-targets "$@"
+# The Debian package, installed on this machine, used and purged (root only;
+# CI sets this).
+if [ "${VPOLLER_PACKAGE_TEST:-0}" = 1 ]; then
+  bash scripts/package-test.sh
+fi
