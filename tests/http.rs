@@ -12,6 +12,18 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "s3cret-token-for-tests";
 
+/// One mirrored vm.get, as `vpoller client` arguments.
+const POWER_STATE: [&str; 8] = [
+    "-m",
+    "vm.get",
+    "-V",
+    "vcsim",
+    "-n",
+    "DC0_H0_VM0",
+    "-p",
+    "runtime.powerState",
+];
+
 fn probe(args: &[&str]) -> Value {
     probe_trusting(args, None)
 }
@@ -113,16 +125,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
     assert_eq!(status, 401, "and it must be the right one");
 
     // The same request through both doors gives the same bytes.
-    let zmq_args = [
-        "-m",
-        "vm.get",
-        "-V",
-        "vcsim",
-        "-n",
-        "DC0_H0_VM0",
-        "-p",
-        "runtime.powerState",
-    ];
+    let zmq_args = POWER_STATE;
     let by_zmq = {
         let mut all = vec!["client", "-e", &web.front, "-r", "1", "-t", "10000"];
         all.extend_from_slice(&zmq_args);
@@ -228,22 +231,7 @@ fn metrics_parse_and_move_with_the_requests() {
     let sim = Simulator::start(&[]);
     let reg = Registry::new(&sim.url);
     let web = daemon_with_http(&reg);
-    let ask = || {
-        client(
-            &web.front,
-            &[
-                "-m",
-                "vm.get",
-                "-V",
-                "vcsim",
-                "-n",
-                "DC0_H0_VM0",
-                "-p",
-                "runtime.powerState",
-            ],
-            10_000,
-        )
-    };
+    let ask = || client(&web.front, &POWER_STATE, 10_000);
     assert_eq!(ask()["success"], 0);
     // The mirror goes live, and the metrics say so.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -113,6 +113,24 @@ impl Daemon {
         }
     }
 
+    /// Asks vm.get until the mirror of `vcsim` has been built again and is
+    /// live; every reply meanwhile must be right.
+    fn rebuilt_with_correct_replies(&self, what: &str) {
+        eventually(Duration::from_secs(15), what, || {
+            let reply = self.ask(&POWER);
+            assert!(
+                reply.contains(POWERED_ON),
+                "a wrong reply meanwhile: {reply}"
+            );
+            let mirror = self.mirror("vcsim");
+            if mirror["state"] == "live" && mirror["builds"].as_u64() >= Some(2) {
+                Ok(())
+            } else {
+                Err(mirror.to_string())
+            }
+        });
+    }
+
     fn request_calls(&self, agent: &str) -> u64 {
         self.session(agent)["request_soap_calls"]
             .as_u64()
@@ -523,23 +541,7 @@ async fn a_terminated_session_is_rebuilt_and_replies_stay_correct() {
         .invoke("TerminateSession", &manager, &json!({"sessionId": others}))
         .await
         .expect("terminate the daemon's session");
-    eventually(
-        Duration::from_secs(15),
-        "rebuilt after the session was lost",
-        || {
-            let reply = d.ask(&POWER);
-            assert!(
-                reply.contains(POWERED_ON),
-                "a wrong reply meanwhile: {reply}"
-            );
-            let mirror = d.mirror("vcsim");
-            if mirror["state"] == "live" && mirror["builds"].as_u64() >= Some(2) {
-                Ok(())
-            } else {
-                Err(mirror.to_string())
-            }
-        },
-    );
+    d.rebuilt_with_correct_replies("rebuilt after the session was lost");
     assert_eq!(d.session("vcsim")["logins"], 2, "one new login");
     let calls = d.request_calls("vcsim");
     assert!(d.ask(&POWER).contains(POWERED_ON));
@@ -554,23 +556,7 @@ async fn an_idle_expired_session_is_rebuilt_and_replies_stay_correct() {
     let reg = Registry::new(&sim.url);
     let d = daemon_for(&reg, "max-wait-seconds = 2\nstale-after = 5", "");
     d.wait_live("vcsim", Duration::from_secs(20));
-    eventually(
-        Duration::from_secs(15),
-        "rebuilt after the session expired",
-        || {
-            let reply = d.ask(&POWER);
-            assert!(
-                reply.contains(POWERED_ON),
-                "a wrong reply meanwhile: {reply}"
-            );
-            let mirror = d.mirror("vcsim");
-            if mirror["state"] == "live" && mirror["builds"].as_u64() >= Some(2) {
-                Ok(())
-            } else {
-                Err(mirror.to_string())
-            }
-        },
-    );
+    d.rebuilt_with_correct_replies("rebuilt after the session expired");
 }
 
 /// The mirror's freshness bound in these tests: max-wait-seconds plus

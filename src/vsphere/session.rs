@@ -332,8 +332,7 @@ impl Session {
         on_lost: OnLostSession,
     ) -> Result<T> {
         let deadline = self.inner.transport.deadline();
-        let relogin = on_lost == OnLostSession::LogInAndRepeat;
-        self.invoke_parsed(method, this, args, parse, relogin, deadline)
+        self.invoke_raw_within(deadline, method, this, args, parse, on_lost)
             .await
     }
 
