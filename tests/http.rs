@@ -386,3 +386,69 @@ fn https_with_a_certificate_and_no_plaintext_off_loopback() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("needs TLS"), "{stderr}");
 }
+
+#[test]
+fn the_proxy_and_a_worker_expose_their_own_metrics() {
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let (proxy_metrics, worker_metrics) = (free_port(), free_port());
+    let conf = |port: u16, name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("[metrics]\nlisten = 127.0.0.1:{port}\n")).expect("config");
+        path.display().to_string()
+    };
+    let (proxy_conf, worker_conf) = (
+        conf(proxy_metrics, "proxy.conf"),
+        conf(worker_metrics, "worker.conf"),
+    );
+    let (front, back, pmgmt, wmgmt) = (
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+        endpoint(free_port()),
+    );
+    let _proxy = Service::start(&[
+        "proxy",
+        "-f",
+        &proxy_conf,
+        "--frontend",
+        &front,
+        "--backend",
+        &back,
+        "--mgmt",
+        &pmgmt,
+    ]);
+    wait_for_status(&pmgmt, "proxy");
+    let _worker = worker(&reg, &back, &wmgmt, &["-f", &worker_conf]);
+    for _ in 0..4 {
+        assert_eq!(client(&front, &POWER_STATE, 10_000)["success"], 0);
+    }
+    let proxy_url = format!("http://127.0.0.1:{proxy_metrics}/metrics");
+    let from_proxy = probe(&["metrics", &proxy_url]);
+    assert_eq!(
+        sample(&from_proxy, "vpoller_proxy_requests_answered_total", &[]),
+        Some(4.0),
+        "{from_proxy}"
+    );
+    assert_eq!(sample(&from_proxy, "vpoller_proxy_workers", &[]), Some(1.0));
+    let worker_url = format!("http://127.0.0.1:{worker_metrics}/metrics");
+    let from_worker = probe(&["metrics", &worker_url]);
+    assert_eq!(
+        sample(
+            &from_worker,
+            "vpoller_requests_total",
+            &[("method", "vm.get"), ("outcome", "success")]
+        ),
+        Some(4.0),
+        "{from_worker}"
+    );
+    // A worker runs methods, but its HTTP door is only for its metrics.
+    let (status, _) = request(
+        "GET",
+        &format!("http://127.0.0.1:{worker_metrics}/v1/methods"),
+        None,
+        None,
+    );
+    assert_eq!(status, 404);
+}

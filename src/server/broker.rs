@@ -144,7 +144,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         config: config.clone(),
         started: Instant::now(),
     });
-    spawn_management(config.proxy_mgmt.clone(), status, stop.clone());
+    spawn_management(config.proxy_mgmt.clone(), status.clone(), stop.clone());
+    let web = super::http::start(
+        &config,
+        super::http::proxy_backend(&config, status)?,
+        false,
+        stopped.clone(),
+    )
+    .await?;
 
     let heartbeat = config.heartbeat;
     let mut tick = tokio::time::interval(heartbeat);
@@ -177,6 +184,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     drain(&state, &mut frontend, &mut backend, config.grace).await;
     frontend.close(CLOSE_LINGER).await;
     backend.close(Duration::ZERO).await;
+    let _ = stop.send(true);
+    for task in web {
+        let _ = task.await;
+    }
     tracing::info!("proxy stopped");
     Ok(())
 }

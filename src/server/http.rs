@@ -36,10 +36,17 @@ use crate::methods::Reply;
 /// What the routes answer from.
 #[derive(Clone)]
 pub struct Backend {
-    pub dispatcher: Arc<Dispatcher>,
-    pub agents: Arc<RegistryAgents>,
+    /// The methods and agents, in a process that runs methods (not the
+    /// proxy, which serves only its metrics).
+    pub methods: Option<MethodSide>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Arc<str>>,
+}
+
+#[derive(Clone)]
+pub struct MethodSide {
+    pub dispatcher: Arc<Dispatcher>,
+    pub agents: Arc<RegistryAgents>,
 }
 
 /// Which routes a listener serves.
@@ -53,7 +60,7 @@ pub fn router(backend: Backend, routes: Routes) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz));
-    if routes.api {
+    if routes.api && backend.methods.is_some() {
         app = app
             .route("/v1/call", post(call_posted))
             .route("/v1/call/{method}", get(call_in_url))
@@ -213,23 +220,40 @@ async fn serve_tls(
 /// How long a client gets to finish its TLS handshake.
 const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The HTTP side of a process that runs methods, if it has one.
+/// The HTTP side of a process that runs methods.
 pub fn backend(
     config: &super::config::Config,
     dispatcher: &Arc<Dispatcher>,
     agents: &Arc<RegistryAgents>,
 ) -> Result<Backend, String> {
-    let token = config
+    Ok(Backend {
+        methods: Some(MethodSide {
+            dispatcher: dispatcher.clone(),
+            agents: agents.clone(),
+        }),
+        metrics: Arc::new(Metrics::for_methods(dispatcher.clone(), agents.clone())),
+        token: token(config)?,
+    })
+}
+
+/// The HTTP side of the proxy: its metrics.
+pub fn proxy_backend(
+    config: &super::config::Config,
+    status: Arc<dyn super::wire::Management>,
+) -> Result<Backend, String> {
+    Ok(Backend {
+        methods: None,
+        metrics: Arc::new(Metrics::for_proxy(status)),
+        token: token(config)?,
+    })
+}
+
+fn token(config: &super::config::Config) -> Result<Option<Arc<str>>, String> {
+    config
         .http_token_file
         .as_deref()
         .map(read_token)
-        .transpose()?;
-    Ok(Backend {
-        dispatcher: dispatcher.clone(),
-        agents: agents.clone(),
-        metrics: Arc::new(Metrics::for_methods(dispatcher.clone(), agents.clone())),
-        token,
-    })
+        .transpose()
 }
 
 /// A reply as vPoller's JSON envelope (or a helper's text), with its status.
@@ -247,7 +271,10 @@ fn refused(status: StatusCode, msg: String) -> Response {
 }
 
 async fn dispatch(backend: &Backend, body: &[u8]) -> Response {
-    let reply = backend.dispatcher.handle_reply(body).await;
+    let Some(methods) = &backend.methods else {
+        return refused(StatusCode::NOT_FOUND, "this process runs no methods".into());
+    };
+    let reply = methods.dispatcher.handle_reply(body).await;
     let status = if reply.refused {
         StatusCode::BAD_REQUEST
     } else {
@@ -324,7 +351,10 @@ async fn call_in_url(
 }
 
 async fn methods(State(backend): State<Backend>) -> Response {
-    let catalog = backend.dispatcher.host().catalog();
+    let Some(side) = &backend.methods else {
+        return refused(StatusCode::NOT_FOUND, "this process runs no methods".into());
+    };
+    let catalog = side.dispatcher.host().catalog();
     let mut list: Vec<Value> = catalog
         .methods
         .values()
@@ -342,8 +372,12 @@ async fn methods(State(backend): State<Backend>) -> Response {
 }
 
 async fn readyz(State(backend): State<Backend>) -> Response {
-    let methods = backend.dispatcher.host().catalog().methods.len();
-    let agents: Vec<Value> = backend
+    let Some(side) = &backend.methods else {
+        // The proxy: serving is being ready.
+        return axum::Json(json!({"ready": true})).into_response();
+    };
+    let methods = side.dispatcher.host().catalog().methods.len();
+    let agents: Vec<Value> = side
         .agents
         .sessions()
         .into_iter()

@@ -91,6 +91,14 @@ impl Metrics {
         Metrics { registry }
     }
 
+    /// The metrics of the proxy: its queue, workers and counters, read
+    /// from its status.
+    pub fn for_proxy(status: Arc<dyn super::wire::Management>) -> Metrics {
+        let mut registry = Registry::with_prefix("vpoller");
+        registry.register_collector(Box::new(ProxyScraped { status }));
+        Metrics { registry }
+    }
+
     /// The exposition text.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -99,6 +107,86 @@ impl Metrics {
         }
         out
     }
+}
+
+/// What is read from the proxy's status at each scrape.
+struct ProxyScraped {
+    status: Arc<dyn super::wire::Management>,
+}
+
+impl std::fmt::Debug for ProxyScraped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyScraped")
+    }
+}
+
+impl Collector for ProxyScraped {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let status = self.status.status();
+        let requests = &status["requests"];
+        build_info(&mut encoder)?;
+        for (value, name, help) in [
+            (
+                number(&status, "workers_connected"),
+                "proxy_workers",
+                "Workers connected to the proxy",
+            ),
+            (
+                number(requests, "queued"),
+                "proxy_requests_queued",
+                "Requests waiting for a worker",
+            ),
+            (
+                number(requests, "in_flight"),
+                "requests_in_flight",
+                "Requests with a worker",
+            ),
+        ] {
+            family(
+                &mut encoder,
+                name,
+                help,
+                &[(vec![], ConstGauge::new(value as i64))],
+            )?;
+        }
+        for (value, name, help) in [
+            (
+                number(requests, "done"),
+                "proxy_requests_answered",
+                "Replies passed on to clients",
+            ),
+            (
+                number(requests, "dropped_expired"),
+                "proxy_requests_expired",
+                "Requests dropped after waiting past [proxy] request-timeout",
+            ),
+            (
+                number(requests, "lost_with_a_worker"),
+                "proxy_requests_lost",
+                "Requests lost with a worker that died",
+            ),
+        ] {
+            family(
+                &mut encoder,
+                name,
+                help,
+                &[(vec![], ConstCounter::new(value))],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn build_info(encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+    family(
+        encoder,
+        "build_info",
+        "The vpoller build",
+        &[(
+            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+            ConstGauge::new(1i64),
+        )],
+    )
 }
 
 /// What is read from the rest of the process at each scrape.
@@ -160,15 +248,7 @@ impl Collector for Scraped {
             "Methods in the catalogue",
             &[(vec![], gauge(catalog.methods.len() as i64))],
         )?;
-        family(
-            &mut encoder,
-            "build_info",
-            "The vpoller build",
-            &[(
-                vec![("version", env!("CARGO_PKG_VERSION").to_string())],
-                gauge(1),
-            )],
-        )?;
+        build_info(&mut encoder)?;
         let sessions = self.agents.sessions();
         let logged_in = sessions
             .iter()
