@@ -95,7 +95,16 @@ fn daemon_with_http(reg: &Registry) -> Web {
     )
     .expect("config");
     let conf = conf.display().to_string();
-    let (daemon, front, _mgmt) = daemon_with(reg, &["-f", &conf]);
+    // One admin method that always raises, for the error counters.
+    let admin = dir.path().join("methods.d");
+    std::fs::create_dir_all(&admin).expect("methods dir");
+    std::fs::write(
+        admin.join("broken.raise.lua"),
+        r#"return { api = 1, name = "broken.raise", run = function(ctx, req) error("boom") end }"#,
+    )
+    .expect("method");
+    let admin = admin.display().to_string();
+    let (daemon, front, _mgmt) = daemon_with(reg, &["-f", &conf, "--methods-dir", &admin]);
     Web {
         _daemon: daemon,
         front,

@@ -15,6 +15,9 @@ pub struct Reply {
     /// method or agent, a missing field, past a limit): the HTTP front end
     /// answers 400 for these.
     pub refused: bool,
+    /// The method's script raised an error or hit a limit (as opposed to
+    /// returning `nil, message`).
+    pub script_failed: bool,
 }
 
 impl Reply {
@@ -25,6 +28,7 @@ impl Reply {
             result: Some(result),
             raw: None,
             refused: false,
+            script_failed: false,
         }
     }
 
@@ -35,6 +39,7 @@ impl Reply {
             result: None,
             raw: None,
             refused: false,
+            script_failed: false,
         }
     }
 

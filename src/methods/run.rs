@@ -106,7 +106,10 @@ pub(crate) async fn run(pool: &StatePool, call: Call) -> Reply {
         Ok(reply) => reply,
         Err(message) => {
             tracing::warn!(method = %spec.name, "{message}");
-            let error = Reply::error(message);
+            let error = Reply {
+                script_failed: true,
+                ..Reply::error(message)
+            };
             match for_helper {
                 Some((helper, request, (generation, lib_dirs, limits), memory)) => {
                     let context = Refusal {

@@ -65,8 +65,7 @@ impl Dispatcher {
         }
         let catalog = self.host.catalog();
         let label = super::metrics::method_label(|m| catalog.get(m).is_some(), method.as_deref());
-        self.metrics
-            .observe(label, reply.success, started.elapsed());
+        self.metrics.observe(label, &reply, started.elapsed());
         tracing::debug!(
             method = method.as_deref().unwrap_or("-"),
             agent = agent.as_deref().unwrap_or("-"),

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use super::dispatch::Dispatcher;
 use crate::agents::RegistryAgents;
+use crate::vsphere::session::{CALL_BUCKETS, CallStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -35,12 +36,14 @@ struct MethodLabels {
 pub struct RequestMetrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<MethodLabels, Histogram>,
+    script_errors: Family<MethodLabels, Counter>,
 }
 
 impl Default for RequestMetrics {
     fn default() -> Self {
         RequestMetrics {
             requests: Family::default(),
+            script_errors: Family::default(),
             durations: Family::new_with_constructor(|| {
                 // 100 us to about 26 s.
                 Histogram::new(exponential_buckets(0.0001, 4.0, 10))
@@ -52,7 +55,15 @@ impl Default for RequestMetrics {
 impl RequestMetrics {
     /// One request that ended. `method` is a catalogue name or
     /// `"unknown"`, so that what clients send cannot grow the series.
-    pub fn observe(&self, method: &str, success: bool, took: Duration) {
+    pub fn observe(&self, method: &str, reply: &crate::methods::Reply, took: Duration) {
+        let success = reply.success;
+        if reply.script_failed {
+            self.script_errors
+                .get_or_create(&MethodLabels {
+                    method: method.to_string(),
+                })
+                .inc();
+        }
         let outcome = if success { "success" } else { "failure" };
         let labels = RequestLabels {
             method: method.to_string(),
@@ -86,6 +97,11 @@ impl Metrics {
             "request_duration_seconds",
             "Time from a request's arrival to its reply, by method",
             requests.durations.clone(),
+        );
+        registry.register(
+            "lua_errors",
+            "Method scripts that raised an error or hit a limit, by method",
+            requests.script_errors.clone(),
         );
         registry.register_collector(Box::new(Scraped { dispatcher, agents }));
         Metrics { registry }
@@ -267,11 +283,43 @@ impl Collector for Scraped {
                     .map(|(name, c)| (agent(name), ConstCounter::new(f(c))))
                     .collect()
             };
+        let by_call: Vec<(String, Vec<(String, CallStats)>)> = sessions
+            .iter()
+            .map(|(n, c)| (n.clone(), c.session().calls_by_method()))
+            .collect();
+        let calls: Vec<(Labels, ConstCounter<u64>)> = by_call
+            .iter()
+            .flat_map(|(n, calls)| {
+                calls.iter().map(move |(call, s)| {
+                    (
+                        vec![("agent", n.clone()), ("call", call.clone())],
+                        ConstCounter::new(s.count),
+                    )
+                })
+            })
+            .collect();
         family(
             &mut encoder,
             "soap_calls",
-            "SOAP calls made to vSphere, the mirror's own included",
-            &per_agent(&|c| c.calls()),
+            "SOAP calls made to vSphere, by agent and vim25 method (the mirror's own included)",
+            &calls,
+        )?;
+        let durations: Vec<(Labels, CallHistogram)> = by_call
+            .iter()
+            .flat_map(|(n, calls)| {
+                calls.iter().map(move |(call, s)| {
+                    (
+                        vec![("agent", n.clone()), ("call", call.clone())],
+                        CallHistogram(s.clone()),
+                    )
+                })
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "soap_call_duration_seconds",
+            "Time of SOAP calls to vSphere, by agent and vim25 method",
+            &durations,
         )?;
         family(
             &mut encoder,
@@ -279,11 +327,25 @@ impl Collector for Scraped {
             "SOAP calls made to vSphere for requests (all but the mirror's own)",
             &per_agent(&|c| c.request_calls()),
         )?;
+        let logins: Vec<(Labels, ConstCounter<u64>)> = sessions
+            .iter()
+            .flat_map(|(n, c)| {
+                let [ok, refused, failed] = c.session().login_outcomes();
+                [("success", ok), ("refused", refused), ("failure", failed)]
+                    .into_iter()
+                    .map(move |(outcome, v)| {
+                        (
+                            vec![("agent", n.clone()), ("outcome", outcome.to_string())],
+                            ConstCounter::new(v),
+                        )
+                    })
+            })
+            .collect();
         family(
             &mut encoder,
             "logins",
-            "Login calls made to vSphere",
-            &per_agent(&|c| c.logins()),
+            "Login calls to vSphere, by agent and outcome (refused: wrong credentials)",
+            &logins,
         )?;
         let perf: Vec<(String, Value)> = sessions
             .iter()
@@ -371,6 +433,35 @@ impl Collector for Scraped {
             family(&mut encoder, name, help, &series)?;
         }
         Ok(())
+    }
+}
+
+/// A session's calls of one method, as a Prometheus histogram.
+struct CallHistogram(CallStats);
+
+impl EncodeMetric for CallHistogram {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        let stats = &self.0;
+        let mut buckets: Vec<(f64, u64)> = CALL_BUCKETS
+            .iter()
+            .copied()
+            .zip(stats.buckets.iter().copied())
+            .collect();
+        let counted: u64 = stats.buckets.iter().sum();
+        buckets.push((f64::INFINITY, stats.count.saturating_sub(counted)));
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            stats.seconds,
+            stats.count,
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Histogram
     }
 }
 

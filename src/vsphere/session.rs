@@ -123,7 +123,34 @@ pub(crate) struct Inner {
     guards: Arc<Guards>,
     logins: AtomicU64,
     calls: AtomicU64,
+    by_method: Mutex<std::collections::HashMap<String, CallStats>>,
+    /// Logins that succeeded, were refused (wrong credentials), or failed
+    /// otherwise.
+    login_outcomes: [AtomicU64; 3],
     last_call: Mutex<Instant>,
+}
+
+/// Upper bounds (seconds) of the call-duration buckets.
+pub const CALL_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0, 10.0];
+
+/// The calls of one vim25 method: how many, how long in all, and how many
+/// took at most each of [`CALL_BUCKETS`] (the rest took longer).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallStats {
+    pub count: u64,
+    pub seconds: f64,
+    pub buckets: [u64; CALL_BUCKETS.len()],
+}
+
+impl CallStats {
+    fn record(&mut self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        self.count += 1;
+        self.seconds += seconds;
+        if let Some(i) = CALL_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i] += 1;
+        }
+    }
 }
 
 /// One vSphere host's session. Cloning is cheap and shares the session.
@@ -202,6 +229,8 @@ impl Session {
                 guards,
                 logins: AtomicU64::new(0),
                 calls: AtomicU64::new(1),
+                by_method: Mutex::new(std::collections::HashMap::new()),
+                login_outcomes: Default::default(),
                 last_call: Mutex::new(Instant::now()),
             }),
         };
@@ -254,6 +283,25 @@ impl Session {
     /// How many SOAP calls this session has made.
     pub fn calls(&self) -> u64 {
         self.inner.calls.load(Ordering::Relaxed)
+    }
+
+    /// Logins so far: succeeded, refused (wrong credentials), failed.
+    pub fn login_outcomes(&self) -> [u64; 3] {
+        let [ok, refused, failed] = &self.inner.login_outcomes;
+        [ok, refused, failed].map(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// Calls so far, by vim25 method (`WaitForUpdatesEx`, `Login`, ...).
+    pub fn calls_by_method(&self) -> Vec<(String, CallStats)> {
+        let Ok(by_method) = self.inner.by_method.lock() else {
+            return Vec::new();
+        };
+        let mut all: Vec<(String, CallStats)> = by_method
+            .iter()
+            .map(|(m, s)| (m.clone(), s.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 
     pub fn is_logged_in(&self) -> bool {
@@ -393,6 +441,16 @@ impl Session {
             .await;
         let unreachable = result.as_ref().is_err_and(Error::is_unreachable);
         admission.report(!unreachable, result.as_ref().err());
+        if let Ok(mut by_method) = self.inner.by_method.lock() {
+            match by_method.get_mut(method) {
+                Some(stats) => stats.record(started.elapsed()),
+                None => {
+                    let mut stats = CallStats::default();
+                    stats.record(started.elapsed());
+                    by_method.insert(method.to_string(), stats);
+                }
+            }
+        }
         tracing::trace!(host = %self.host(), method, elapsed_us = started.elapsed().as_micros() as u64, ok = result.is_ok(), "soap call");
         result
     }
@@ -423,6 +481,12 @@ impl Session {
         let deadline = self.inner.transport.deadline();
         let reply = self.post("Login", &body, None, deadline).await?;
         let parsed = self.inner.transport.parse("Login", &reply);
+        let outcome = match &parsed {
+            Ok(_) => 0,
+            Err(Error::Fault { fault, .. }) if fault.kind == FaultKind::InvalidLogin => 1,
+            Err(_) => 2,
+        };
+        self.inner.login_outcomes[outcome].fetch_add(1, Ordering::Relaxed);
         let login_failed = |reason: String| Error::LoginFailed {
             host: self.host().to_string(),
             user: creds.user.clone(),
