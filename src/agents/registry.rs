@@ -210,6 +210,19 @@ impl RegistryAgents {
         }
     }
 
+    /// The agents enabled in the registry as last read.
+    pub fn enabled(&self) -> Vec<String> {
+        let snapshot = self.snapshot.load();
+        let mut names: Vec<String> = snapshot
+            .agents
+            .values()
+            .filter(|a| a.record.enabled)
+            .map(|a| a.record.hostname.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The sessions made so far, by agent.
     pub fn sessions(&self) -> Vec<(String, Client)> {
         let slots = self.slots.lock().map(|s| s.clone()).unwrap_or_default();

@@ -68,6 +68,11 @@ pub struct DaemonArgs {
     #[arg(long = "methods-dir", value_name = "DIR")]
     pub methods_dirs: Vec<PathBuf>,
 
+    /// NATS servers (worker, proxy; overrides [nats] url): a worker answers
+    /// its agents' subjects, a proxy forwards to them
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+
     /// Log as JSON lines (overrides [log] format)
     #[arg(long)]
     pub json_logs: bool,
@@ -108,6 +113,9 @@ impl DaemonArgs {
         }
         if !self.methods_dirs.is_empty() {
             config.methods_dirs = self.methods_dirs.clone();
+        }
+        if let Some(url) = &self.nats {
+            config.nats.url = url.clone();
         }
         config.log_json |= self.json_logs;
         Ok((config, loaded.warnings))

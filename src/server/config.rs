@@ -41,6 +41,7 @@ pub struct Config {
     pub http_key_file: Option<PathBuf>,
     /// `[metrics] listen`: the Prometheus endpoint, off when `None`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    pub nats: super::nats::NatsOptions,
 }
 
 impl Default for Config {
@@ -75,6 +76,7 @@ impl Default for Config {
             http_cert_file: None,
             http_key_file: None,
             metrics_listen: None,
+            nats: super::nats::NatsOptions::default(),
         }
     }
 }
@@ -262,6 +264,15 @@ impl Config {
             ("metrics", "listen") => {
                 self.metrics_listen = listen_address(value).map_err(|e| bad(&e))?
             }
+            ("nats", "url") => self.nats.url = value.to_string(),
+            ("nats", "agents") => self.nats.agents = list(value),
+            ("nats", "user") => self.nats.user = (!value.is_empty()).then(|| value.to_string()),
+            ("nats", "password-file") => self.nats.password_file = path_or_none(value),
+            ("nats", "token-file") => self.nats.token_file = path_or_none(value),
+            ("nats", "creds-file") => self.nats.creds_file = path_or_none(value),
+            ("nats", "ca-file") => self.nats.ca_file = path_or_none(value),
+            ("nats", "cert-file") => self.nats.cert_file = path_or_none(value),
+            ("nats", "key-file") => self.nats.key_file = path_or_none(value),
             ("log", "level") => {
                 tracing_subscriber::EnvFilter::try_new(value).map_err(|e| bad(&e.to_string()))?;
                 self.log_level = value.to_string();
@@ -286,6 +297,10 @@ impl Config {
 /// The longest duration an option takes: anything longer is a typo, and
 /// would overflow the clocks it is added to.
 const MAX_SECONDS: Duration = Duration::from_secs(366 * 24 * 3600);
+
+fn path_or_none(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
 
 /// `host:port`, or empty for "off".
 fn listen_address(value: &str) -> Result<Option<std::net::SocketAddr>, String> {
@@ -400,6 +415,7 @@ mod documented_defaults {
         );
         assert_eq!(format!("{:?}", file.perf), format!("{:?}", defaults.perf));
         assert_eq!(file.mirror, defaults.mirror);
+        assert_eq!(file.nats, defaults.nats);
         assert_eq!(
             (file.http_listen, &file.http_token_file, file.metrics_listen),
             (

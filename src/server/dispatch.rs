@@ -100,6 +100,19 @@ impl Dispatcher {
     }
 }
 
+/// What a frame that names no agent gets, from a process that cannot run it
+/// (a proxy forwarding by agent): vPoller's messages for it.
+pub fn refusal_of(frame: &[u8]) -> Reply {
+    match serde_json::from_slice::<Value>(frame) {
+        Ok(Value::Object(_)) => Reply::refusal("Unknown or missing agent name"),
+        Ok(other) => Reply::refusal(format!(
+            "Expected a JSON message, received <class '{}'>",
+            python_type(&other)
+        )),
+        Err(_) => invalid_message(frame),
+    }
+}
+
 /// vPoller's answer to a frame that is not JSON. A C client that can still
 /// be recognised by the helper it named gets the NUL it reads up to.
 fn invalid_message(frame: &[u8]) -> Reply {

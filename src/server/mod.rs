@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dispatch;
 pub mod http;
 pub mod metrics;
+pub mod nats;
 pub mod wire;
 pub mod worker;
 pub mod zsocket;

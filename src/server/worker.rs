@@ -23,6 +23,7 @@ struct WorkerStatus {
     agents: Arc<RegistryAgents>,
     config: Config,
     capacity: usize,
+    nats: Option<Arc<super::nats::NatsStats>>,
 }
 
 impl Management for WorkerStatus {
@@ -43,6 +44,7 @@ impl Management for WorkerStatus {
             "requests": requests,
             "methods": self.dispatcher.host().catalog().methods.len(),
             "sessions": sessions,
+            "nats": self.nats.as_ref().map(|n| n.to_json()),
         })
     }
 
@@ -74,18 +76,30 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
     };
     let (stop, mut stopped) = watch::channel(false);
     super::daemon::stop_on_signals(stop.clone());
+    let nats = (!config.nats.url.is_empty()).then(|| Arc::new(super::nats::NatsStats::default()));
     let status = Arc::new(WorkerStatus {
         dispatcher: dispatcher.clone(),
         agents: agents.clone(),
         config: config.clone(),
         capacity,
+        nats: nats.clone(),
     });
     spawn_management(config.worker_mgmt.clone(), status, stop.clone());
     let backend = super::http::backend(&config, &dispatcher, &agents)?;
     let web = super::http::start(&config, backend, false, stopped.clone()).await?;
 
+    if let Some(stats) = &nats {
+        super::nats::serve_worker(
+            &config,
+            dispatcher.clone(),
+            agents.clone(),
+            stats.clone(),
+            stopped.clone(),
+        )
+        .await?;
+    }
     let mut work = JoinSet::new();
-    while !*stopped.borrow() {
+    while nats.is_none() && !*stopped.borrow() {
         if serve_proxy(&config, capacity, &dispatcher, &mut work, &mut stopped).await
             == Connection::Stopped
         {

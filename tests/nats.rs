@@ -1,0 +1,275 @@
+//! Workers and a proxy on a real NATS server (Debian's nats-server, started
+//! here on loopback): requests reach the vCenter of their agent, an agent
+//! nobody serves is a clear error at once, and a worker killed under load
+//! loses no reply.
+
+mod common;
+
+use common::Simulator;
+use common::services::*;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A nats-server on a free loopback port, stopped when dropped.
+struct NatsServer {
+    child: Child,
+    url: String,
+}
+
+impl NatsServer {
+    fn start() -> NatsServer {
+        let port = free_port();
+        let child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (Debian package nats-server)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        NatsServer {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A configuration file in `dir`.
+fn conf(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).expect("config");
+    path.display().to_string()
+}
+
+fn nats_worker(reg: &Registry, nats: &NatsServer, conf: &str) -> (Service, String) {
+    let mgmt = endpoint(free_port());
+    let unused_proxy = endpoint(free_port());
+    let service = worker(
+        reg,
+        &unused_proxy,
+        &mgmt,
+        &["--nats", &nats.url, "-f", conf],
+    );
+    (service, mgmt)
+}
+
+/// The subjects a worker serves, once it has subscribed to `count`.
+fn subjects(mgmt: &str, count: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let subjects = wait_for_status(mgmt, "worker")["result"]["nats"]["subjects"].clone();
+        if subjects.as_array().map(Vec::len) == Some(count) {
+            return subjects;
+        }
+        assert!(Instant::now() < deadline, "subjects: {subjects}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn nats_proxy(nats: &NatsServer, conf: &str) -> (Service, String, String) {
+    let (front, mgmt) = (endpoint(free_port()), endpoint(free_port()));
+    let service = Service::start(&[
+        "proxy",
+        "--nats",
+        &nats.url,
+        "-f",
+        conf,
+        "--frontend",
+        &front,
+        "--mgmt",
+        &mgmt,
+    ]);
+    wait_for_status(&mgmt, "proxy");
+    (service, front, mgmt)
+}
+
+/// vPoller 0.7.3's own client, once.
+fn py_client(front: &str, args: &[&str]) -> Value {
+    let out = Command::new(venv().join("bin/vpoller-client"))
+        .args(["-e", front, "-r", "1", "-t", "10000"])
+        .args(args)
+        .output()
+        .expect("run vpoller-client");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_client_reaches_the_vcenter_of_its_agent_through_nats() {
+    let nats = NatsServer::start();
+    let (a, b) = (Simulator::start(&[]), Simulator::start(&[]));
+    // Tell the two simulators apart: one VM is renamed on b only.
+    let admin = b.session().await;
+    let vm = admin
+        .find("VirtualMachine", "name", &json!("DC0_H0_VM0"))
+        .await
+        .expect("find")
+        .expect("the VM");
+    admin
+        .invoke("Rename_Task", &vm, &json!({"newName": "only-on-b"}))
+        .await
+        .expect("rename");
+    // Agent names with dots, as hostnames have.
+    let reg = Registry::with_agent(&a.url, "vc-a.example.org", "pass");
+    reg.add_agent(&b.url, "vc-b.example.org", "pass");
+    let dir = tempfile::tempdir().expect("dir");
+    let (_wa, ma) = nats_worker(
+        &reg,
+        &nats,
+        &conf(&dir, "a.conf", "[nats]\nagents = vc-a.example.org\n"),
+    );
+    let (_wb, mb) = nats_worker(
+        &reg,
+        &nats,
+        &conf(&dir, "b.conf", "[nats]\nagents = vc-b.example.org\n"),
+    );
+    assert_eq!(
+        subjects(&ma, 1),
+        json!(["vpoller.v1.agent.vc-a_2Eexample_2Eorg"])
+    );
+    subjects(&mb, 1);
+    let (_proxy, front, pmgmt) = nats_proxy(
+        &nats,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 5\n"),
+    );
+
+    let on_b = py_client(
+        &front,
+        &[
+            "-m",
+            "vm.get",
+            "-V",
+            "vc-b.example.org",
+            "-n",
+            "only-on-b",
+            "-p",
+            "runtime.powerState",
+        ],
+    );
+    assert_eq!(on_b["success"], 0, "{on_b}");
+    assert_eq!(on_b["result"][0]["name"], "only-on-b");
+    let on_a = py_client(
+        &front,
+        &["-m", "vm.get", "-V", "vc-a.example.org", "-n", "only-on-b"],
+    );
+    assert_eq!(on_a["success"], 1);
+    assert_eq!(on_a["msg"], "Cannot find object only-on-b");
+    let on_a = py_client(
+        &front,
+        &["-m", "vm.get", "-V", "vc-a.example.org", "-n", "DC0_H0_VM0"],
+    );
+    assert_eq!(on_a["success"], 0, "{on_a}");
+    // Each worker logged in to its own vCenter only.
+    let sessions = |mgmt: &str| wait_for_status(mgmt, "worker")["result"]["sessions"].clone();
+    assert_eq!(sessions(&ma).as_array().map(Vec::len), Some(1));
+    assert_eq!(sessions(&ma)[0]["hostname"], "vc-a.example.org");
+    assert_eq!(sessions(&mb)[0]["hostname"], "vc-b.example.org");
+    let status = wait_for_status(&pmgmt, "proxy")["result"]["nats"].clone();
+    assert_eq!(status["answered"], 3, "{status}");
+    assert!(
+        status["server"]
+            .as_str()
+            .is_some_and(|s| s.contains(&nats.url)),
+        "{status}"
+    );
+}
+
+#[test]
+fn an_agent_no_worker_serves_is_a_clear_error_at_once() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let (_proxy, front, _mgmt) = nats_proxy(
+        &nats,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 5\n"),
+    );
+    let asked = Instant::now();
+    let reply = client(&front, &["-m", "vm.get", "-V", "vc09", "-n", "x"], 10_000);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        reply,
+        json!({"success": 1, "msg": "no worker serves agent vc09"})
+    );
+    let garbage = client(&front, &["-m", "vm.get", "-V", "", "-n", "x"], 10_000);
+    assert_eq!(garbage["success"], 1, "{garbage}");
+}
+
+#[test]
+fn a_worker_killed_under_load_loses_no_reply() {
+    let nats = NatsServer::start();
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let wconf = conf(&dir, "w.conf", "");
+    let (mut first, m1) = nats_worker(&reg, &nats, &wconf);
+    let (_second, m2) = nats_worker(&reg, &nats, &wconf);
+    subjects(&m1, 1);
+    subjects(&m2, 1);
+    let (_proxy, front, _pmgmt) = nats_proxy(
+        &nats,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 3\n"),
+    );
+    let front = std::sync::Arc::new(front);
+    let started = Instant::now();
+    let kill_at = Duration::from_millis(1000);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let front = front.clone();
+            std::thread::spawn(move || {
+                let (mut sent, mut ok, mut failed, mut ok_after_kill) = (0, 0, 0, 0);
+                while started.elapsed() < Duration::from_secs(3) {
+                    sent += 1;
+                    let reply = client(
+                        &front,
+                        &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+                        10_000,
+                    );
+                    match reply["success"].as_i64() {
+                        Some(0) => {
+                            ok += 1;
+                            if started.elapsed() > kill_at + Duration::from_millis(100) {
+                                ok_after_kill += 1;
+                            }
+                        }
+                        Some(1) => failed += 1,
+                        _ => panic!("not a reply: {reply}"),
+                    }
+                }
+                (sent, ok, failed, ok_after_kill)
+            })
+        })
+        .collect();
+    std::thread::sleep(kill_at);
+    first.kill();
+    let (mut sent, mut ok, mut failed, mut after) = (0, 0, 0, 0);
+    for c in clients {
+        let (s, o, f, a) = c.join().expect("a client");
+        sent += s;
+        ok += o;
+        failed += f;
+        after += a;
+    }
+    assert_eq!(ok + failed, sent, "every request got exactly one reply");
+    assert!(
+        failed <= 8,
+        "only requests in flight at the kill may fail: {failed} of {sent}"
+    );
+    assert!(
+        after > 0,
+        "the other worker answered after the kill ({sent} sent)"
+    );
+}
