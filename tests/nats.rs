@@ -273,3 +273,56 @@ fn a_worker_killed_under_load_loses_no_reply() {
         "the other worker answered after the kill ({sent} sent)"
     );
 }
+
+#[test]
+fn a_restarted_nats_server_is_found_again_by_workers_and_proxy() {
+    let mut nats = NatsServer::start();
+    let port = nats.url.rsplit(':').next().unwrap_or_default().to_string();
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let (_worker, wmgmt) = nats_worker(&reg, &nats, &conf(&dir, "w.conf", ""));
+    subjects(&wmgmt, 1);
+    let (_proxy, front, _pmgmt) = nats_proxy(
+        &nats,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 2\n"),
+    );
+    let ask = || {
+        client(
+            &front,
+            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+            10_000,
+        )
+    };
+    assert_eq!(ask()["success"], 0);
+    let _ = nats.child.kill();
+    let _ = nats.child.wait();
+    // In the gap: a clear error within the request's deadline, not silence.
+    let asked = Instant::now();
+    let gap = ask();
+    assert_eq!(gap["success"], 1, "{gap}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    let restarted = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("restart nats-server");
+    nats.child = restarted;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = ask();
+        if reply["success"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not served again after the restart: {reply}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
