@@ -317,11 +317,14 @@ async fn forward(
     deadline: Duration,
 ) -> Bytes {
     stats.forwarded.fetch_add(1, Ordering::Relaxed);
-    let agent = serde_json::from_slice::<Value>(body).ok().and_then(|r| {
-        r.get("hostname")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
+    // Only the agent is read here; the worker reads the rest.
+    #[derive(serde::Deserialize)]
+    struct Route {
+        hostname: Option<String>,
+    }
+    let agent = serde_json::from_slice::<Route>(body)
+        .ok()
+        .and_then(|r| r.hostname);
     let Some(agent) = agent else {
         // Not for any agent: the local checks give vPoller's own message.
         let reply = super::dispatch::refusal_of(body);
