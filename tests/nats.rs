@@ -326,3 +326,23 @@ fn a_restarted_nats_server_is_found_again_by_workers_and_proxy() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_worker_whose_nats_server_is_gone_still_stops_on_sigterm() {
+    let mut nats = NatsServer::start();
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut worker, wmgmt) = nats_worker(&reg, &nats, &conf(&dir, "w.conf", ""));
+    subjects(&wmgmt, 1);
+    let _ = nats.child.kill();
+    let _ = nats.child.wait();
+    let asked = Instant::now();
+    let code = worker.terminate();
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(code, Some(0), "a clean exit, not a kill");
+}

@@ -157,6 +157,9 @@ impl NatsStats {
     }
 }
 
+/// How long a stopping worker waits for its last replies to reach NATS.
+const FLUSH_AT_STOP: Duration = Duration::from_secs(2);
+
 /// How often a worker looks at the registry for agents to serve or drop.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(500);
 
@@ -236,7 +239,9 @@ pub async fn serve_worker(
         }
     };
     let _ = tokio::time::timeout(config.grace, finished).await;
-    let _ = client.flush().await;
+    // With the NATS server gone a flush would wait for it forever; a stop
+    // must not.
+    let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
     Ok(())
 }
 
