@@ -96,7 +96,7 @@ impl Store {
         match update.kind {
             UpdateKind::Leave => {
                 if let Some(entry) = self.objects.shift_remove(obj) {
-                    self.unindex(obj, &entry);
+                    self.rename(obj, name_of(&entry), None);
                 }
                 Ok(())
             }
@@ -143,12 +143,6 @@ impl Store {
                 .entry(name)
                 .or_default()
                 .push(obj.clone());
-        }
-    }
-
-    fn unindex(&mut self, obj: &MoRef, entry: &Entry) {
-        if let Some(name) = name_of(entry) {
-            self.unindex_name(obj, &name);
         }
     }
 
