@@ -145,11 +145,7 @@ pub async fn start(
 
 /// Resolves once `stop` turns true (or its sender is gone).
 async fn stopped_future(mut stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            break;
-        }
-    }
+    let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
 /// rustls (ring, TLS 1.2 and 1.3) with the certificate chain and key of
