@@ -157,38 +157,44 @@ impl Mirror {
         self.counters.own_calls.load(Ordering::Relaxed)
     }
 
-    /// Runs `read` on the store if the mirror may serve this read.
-    fn serve<T>(
-        &self,
-        family: &str,
-        paths: &[String],
-        read: impl FnOnce(&Store) -> T,
-    ) -> Option<T> {
-        if !self.is_live() {
-            self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let store = self.store.read().ok()?;
-        let store = store.as_ref()?;
-        if !store.property_set().holds(family, paths) {
-            self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        self.counters.served.fetch_add(1, Ordering::Relaxed);
-        Some(read(store))
+    /// Runs `read` on the store while the mirror is live; `read` says
+    /// `None` when the store cannot answer (a path or an object it does not
+    /// hold). Either way the read is counted, served or fallen back.
+    fn serve<T>(&self, read: impl FnOnce(&Store) -> Option<T>) -> Option<T> {
+        let answer = if self.is_live() {
+            self.store
+                .read()
+                .ok()
+                .and_then(|s| s.as_ref().and_then(read))
+        } else {
+            None
+        };
+        let counter = match answer {
+            Some(_) => &self.counters.served,
+            None => &self.counters.fallbacks,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        answer
     }
 
     /// Every object of `kind` with `paths`; `None`: read directly.
     pub fn discover(&self, kind: &str, paths: &[String]) -> Option<Vec<ObjectContent>> {
         members(kind)?;
-        self.serve(kind, paths, |s| s.discover(kind, paths))
+        self.serve(|s| {
+            s.property_set()
+                .holds(kind, paths)
+                .then(|| s.discover(kind, paths))
+        })
     }
 
     /// The first object of `kind` whose `path` is `value`.
     pub fn find(&self, kind: &str, path: &str, value: &Value) -> Option<Option<MoRef>> {
         members(kind)?;
-        self.serve(kind, std::slice::from_ref(&path.to_string()), |s| {
-            s.find(kind, path, value)
+        let key = [path.to_string()];
+        self.serve(|s| {
+            s.property_set()
+                .holds(kind, &key)
+                .then(|| s.find(kind, path, value))
         })
     }
 
@@ -203,14 +209,17 @@ impl Mirror {
         paths: &[String],
     ) -> Option<Lookup> {
         members(kind)?;
-        let key = std::slice::from_ref(&path.to_string()).to_vec();
-        self.serve(kind, &key, |s| {
+        let key = [path.to_string()];
+        self.serve(|s| {
+            if !s.property_set().holds(kind, &key) {
+                return None;
+            }
             let found = s.find(kind, path, value);
-            if s.property_set().holds(kind, paths) {
+            Some(if s.property_set().holds(kind, paths) {
                 Lookup::Row(found.and_then(|obj| s.row(&obj, paths)))
             } else {
                 Lookup::Ref(found)
-            }
+            })
         })
     }
 
@@ -221,29 +230,23 @@ impl Mirror {
         objects: &[MoRef],
         paths_of: impl Fn(&str) -> &'p [String],
     ) -> Option<Vec<ObjectContent>> {
-        if !self.is_live() {
-            self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let store = self.store.read().ok()?;
-        let store = store.as_ref()?;
-        let mut rows = Vec::with_capacity(objects.len());
-        for (i, obj) in objects.iter().enumerate() {
-            let paths = paths_of(&obj.kind);
-            let held = family_of(&obj.kind)
-                .is_some_and(|f| store.property_set().holds(f, paths))
-                && store.contains(obj)
-                // A list naming one object twice: what the server does
-                // with it is its own business.
-                && !objects[..i].contains(obj);
-            if !held {
-                self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-                return None;
+        self.serve(|store| {
+            let mut rows = Vec::with_capacity(objects.len());
+            for (i, obj) in objects.iter().enumerate() {
+                let paths = paths_of(&obj.kind);
+                let held = family_of(&obj.kind)
+                    .is_some_and(|f| store.property_set().holds(f, paths))
+                    && store.contains(obj)
+                    // A list naming one object twice: what the server does
+                    // with it is its own business.
+                    && !objects[..i].contains(obj);
+                if !held {
+                    return None;
+                }
+                rows.extend(store.row(obj, paths));
             }
-            rows.extend(store.row(obj, paths));
-        }
-        self.counters.served.fetch_add(1, Ordering::Relaxed);
-        Some(rows)
+            Some(rows)
+        })
     }
 
     /// A direct read of `paths` of `kind` succeeded; often enough, and the
