@@ -74,6 +74,32 @@ struct FamilyReads {
     flight: SingleFlight<Snapshot>,
 }
 
+impl FamilyReads {
+    fn note_asked(&self, paths: &[String]) {
+        let Ok(mut asked) = self.asked.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        for path in paths {
+            match asked.get_mut(path) {
+                Some(at) => *at = now,
+                None => {
+                    asked.insert(path.clone(), now);
+                }
+            }
+        }
+    }
+
+    /// The paths asked for within `window`; older ones are forgotten.
+    fn asked_within(&self, window: Duration) -> Vec<String> {
+        let Ok(mut asked) = self.asked.lock() else {
+            return Vec::new();
+        };
+        asked.retain(|_, at| at.elapsed() < window);
+        asked.keys().cloned().collect()
+    }
+}
+
 #[derive(Default)]
 pub struct VolatileReads {
     refresh: Duration,
@@ -105,24 +131,14 @@ impl VolatileReads {
         paths: &[String],
     ) -> Result<Arc<Snapshot>> {
         let reads = self.family(family);
-        let wanted = {
-            let Ok(mut asked) = reads.asked.lock() else {
-                return Err(crate::vsphere::Error::Config(
-                    "volatile reads poisoned".into(),
-                ));
-            };
-            let now = Instant::now();
-            for p in paths {
-                asked.insert(p.clone(), now);
-            }
-            asked.retain(|_, at| at.elapsed() < self.refresh * 2);
-            asked.keys().cloned().collect::<Vec<String>>()
-        };
+        reads.note_asked(paths);
         if let Some(snapshot) = reads.flight.current()
             && snapshot.answers(paths, self.refresh)
         {
             return Ok(snapshot);
         }
+        // Only a refresh needs the list of what was asked for lately.
+        let wanted = reads.asked_within(self.refresh * 2);
         let snapshot = reads
             .flight
             .refresh(|| self.bulk_read(session, views, family, wanted.clone()))
