@@ -96,12 +96,7 @@ fn nats_proxy(nats: &NatsServer, conf: &str) -> (Service, String, String) {
 
 /// vPoller 0.7.3's own client, once.
 fn py_client(front: &str, args: &[&str]) -> Value {
-    let out = Command::new(venv().join("bin/vpoller-client"))
-        .args(["-e", front, "-r", "1", "-t", "10000"])
-        .args(args)
-        .output()
-        .expect("run vpoller-client");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = py_client_text(front, args, 10_000);
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 

@@ -18,14 +18,7 @@ fn simulator() -> &'static Simulator {
 
 /// vpoller-client 0.7.3 itself.
 fn py_client(front: &str, args: &[&str]) -> String {
-    let out = Command::new(venv().join("bin/vpoller-client"))
-        .args(args)
-        .args(["-e", front, "-t", "5000", "-r", "1"])
-        .output()
-        .expect("run vpoller-client");
-    String::from_utf8_lossy(&out.stdout)
-        .trim_end_matches('\n')
-        .to_string()
+    py_client_text(front, args, 5000)
 }
 
 fn parsed(text: &str) -> Value {

@@ -224,6 +224,20 @@ pub fn wait_for_status(mgmt: &str, role: &str) -> Value {
     }
 }
 
+/// vPoller 0.7.3's own `vpoller-client`: one request, one attempt, within
+/// `timeout_ms`; what it printed.
+pub fn py_client_text(front: &str, args: &[&str], timeout_ms: u64) -> String {
+    let timeout = timeout_ms.to_string();
+    let out = Command::new(venv().join("bin/vpoller-client"))
+        .args(args)
+        .args(["-e", front, "-t", &timeout, "-r", "1"])
+        .output()
+        .expect("run vpoller-client");
+    String::from_utf8_lossy(&out.stdout)
+        .trim_end_matches('\n')
+        .to_string()
+}
+
 /// `vpoller client`: one request, one attempt; the reply as JSON.
 pub fn client(front: &str, args: &[&str], timeout_ms: u64) -> Value {
     let timeout = timeout_ms.to_string();
