@@ -64,6 +64,7 @@ func main() {
 	snapshotEvery := flag.Int("snapshot-every", 10, "with -populate: snapshot on VMs whose index % N == 0")
 	alarmEvery := flag.Int("alarm-every", 10, "with -populate: triggered alarm on VMs and hosts whose index % N == 1")
 	eventRefresh := flag.Duration("latest-event-refresh", 100*time.Millisecond, "with -populate: how often EventManager.latestEvent is refreshed")
+	methodDelay := flag.String("method-delay", "", "delay these SOAP methods, e.g. RetrievePropertiesEx:1500 (milliseconds; comma-separated)")
 	flag.Parse()
 
 	log.SetOutput(os.Stderr)
@@ -87,6 +88,13 @@ func main() {
 	model.Autostart = *autostart
 
 	simulator.SessionIdleTimeout = *idle
+	if *methodDelay != "" {
+		delays, err := parseMethodDelays(*methodDelay)
+		if err != nil {
+			log.Fatalf("vcsim: -method-delay: %v", err)
+		}
+		model.DelayConfig.MethodDelay = delays
+	}
 
 	started := time.Now()
 	if err := model.Create(); err != nil {
@@ -456,4 +464,21 @@ func uniqueRefs(refs []types.ManagedObjectReference) []types.ManagedObjectRefere
 		out = addRef(out, r)
 	}
 	return out
+}
+
+// parseMethodDelays reads "Method:ms,Method:ms" into the simulator's delay map.
+func parseMethodDelays(text string) (map[string]int, error) {
+	delays := map[string]int{}
+	for _, entry := range strings.Split(text, ",") {
+		name, ms, found := strings.Cut(strings.TrimSpace(entry), ":")
+		if !found {
+			return nil, fmt.Errorf("%q is not Method:milliseconds", entry)
+		}
+		n, err := strconv.Atoi(ms)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%q: the delay is not a number of milliseconds", entry)
+		}
+		delays[name] = n
+	}
+	return delays, nil
 }
