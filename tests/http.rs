@@ -24,54 +24,6 @@ const POWER_STATE: [&str; 8] = [
     "runtime.powerState",
 ];
 
-fn probe(args: &[&str]) -> Value {
-    probe_trusting(args, None)
-}
-
-/// The probe, trusting `ca` for HTTPS.
-fn probe_trusting(args: &[&str], ca: Option<&std::path::Path>) -> Value {
-    let python = venv().join("bin/python");
-    let script = common::project_dir().join("tests/pyclient/http_probe.py");
-    let mut command = Command::new(python);
-    if let Some(ca) = ca {
-        command.env("PROBE_CAFILE", ca);
-    }
-    let out = command
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("run the HTTP probe");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("probe JSON")
-}
-
-fn request(method: &str, url: &str, body: Option<&str>, token: Option<&str>) -> (u64, String) {
-    let mut args = vec!["request", method, url, body.unwrap_or("-")];
-    if let Some(t) = token {
-        args.push(t);
-    }
-    let reply = probe(&args);
-    (
-        reply["status"].as_u64().unwrap_or(0),
-        reply["body"].as_str().unwrap_or_default().to_string(),
-    )
-}
-
-/// The value of one sample, by name and labels.
-fn sample(samples: &Value, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples.as_array()?.iter().find_map(|s| {
-        let matches = s["name"] == name
-            && labels
-                .iter()
-                .all(|(k, v)| s["labels"][*k].as_str() == Some(*v));
-        matches.then(|| s["value"].as_f64()).flatten()
-    })
-}
-
 struct Web {
     _daemon: Service,
     front: String,
@@ -121,11 +73,11 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
     let web = daemon_with_http(&reg);
     let token = Some(TOKEN);
 
-    let (status, body) = request("GET", &format!("{}/healthz", web.http), None, None);
+    let (status, body) = http_request("GET", &format!("{}/healthz", web.http), None, None);
     assert_eq!((status, body.trim()), (200, "ok"));
-    let (status, _) = request("GET", &format!("{}/v1/methods", web.http), None, None);
+    let (status, _) = http_request("GET", &format!("{}/v1/methods", web.http), None, None);
     assert_eq!(status, 401, "a token is required");
-    let (status, _) = request(
+    let (status, _) = http_request(
         "GET",
         &format!("{}/v1/methods", web.http),
         None,
@@ -144,7 +96,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
     };
     assert!(by_zmq.contains("poweredOn"), "{by_zmq}");
     let posted = json!({"method": "vm.get", "hostname": "vcsim", "name": "DC0_H0_VM0", "properties": ["runtime.powerState"]});
-    let (status, body) = request(
+    let (status, body) = http_request(
         "POST",
         &format!("{}/v1/call", web.http),
         Some(&posted.to_string()),
@@ -155,7 +107,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
         "{}/v1/call/vm.get?hostname=vcsim&name=DC0_H0_VM0&properties=runtime.powerState",
         web.http
     );
-    let (status, body) = request("GET", &url, None, token);
+    let (status, body) = http_request("GET", &url, None, token);
     assert_eq!((status, body.as_str()), (200, by_zmq.as_str()));
 
     // LLD through the zabbix helper, as Zabbix's HTTP agent would ask.
@@ -163,7 +115,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
         "{}/v1/call/vm.discover?hostname=vcsim&helper=vpoller.helpers.zabbix",
         web.http
     );
-    let (status, body) = request("GET", &lld, None, token);
+    let (status, body) = http_request("GET", &lld, None, token);
     assert_eq!(status, 200);
     let rows: Value = serde_json::from_str(&body).expect("LLD JSON");
     assert!(
@@ -174,7 +126,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
     );
 
     // Bad input: 400 with vPoller's envelope; unknown paths 404; big 413.
-    let (status, body) = request(
+    let (status, body) = http_request(
         "POST",
         &format!("{}/v1/call", web.http),
         Some("not json"),
@@ -182,7 +134,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
     );
     assert_eq!(status, 400);
     assert_eq!(body, r#"{"success":1,"msg":"Invalid message received"}"#);
-    let (status, body) = request(
+    let (status, body) = http_request(
         "GET",
         &format!("{}/v1/call/no.such.method?hostname=vcsim", web.http),
         None,
@@ -193,7 +145,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
         body.contains("Unknown or missing task/method name"),
         "{body}"
     );
-    let (status, body) = request(
+    let (status, body) = http_request(
         "GET",
         &format!("{}/v1/call/vm.get?hostname=vcsim&nmae=x", web.http),
         None,
@@ -201,10 +153,10 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
     );
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("nmae"), "the parameter is named: {body}");
-    let (status, body) = request("GET", &format!("{}/nothing/here", web.http), None, token);
+    let (status, body) = http_request("GET", &format!("{}/nothing/here", web.http), None, token);
     assert_eq!(status, 404);
     assert!(body.contains(r#""success":1"#), "{body}");
-    let (status, _) = request(
+    let (status, _) = http_request(
         "POST",
         &format!("{}/v1/call", web.http),
         Some("@big"),
@@ -212,7 +164,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
     );
     assert_eq!(status, 413);
     // A vSphere failure is a reply, not an HTTP error.
-    let (status, body) = request(
+    let (status, body) = http_request(
         "GET",
         &format!("{}/v1/call/vm.get?hostname=vcsim&name=no-such-vm", web.http),
         None,
@@ -221,7 +173,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
     assert_eq!(status, 200);
     assert!(body.contains("Cannot find object no-such-vm"), "{body}");
 
-    let (status, body) = request("GET", &format!("{}/v1/methods", web.http), None, token);
+    let (status, body) = http_request("GET", &format!("{}/v1/methods", web.http), None, token);
     assert_eq!(status, 200);
     let methods: Value = serde_json::from_str(&body).expect("methods JSON");
     let vm_get = methods
@@ -229,7 +181,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
         .and_then(|m| m.iter().find(|m| m["name"] == "vm.get"))
         .expect("vm.get is listed");
     assert_eq!(vm_get["required"], json!(["name"]));
-    let (status, body) = request("GET", &format!("{}/readyz", web.http), None, token);
+    let (status, body) = http_request("GET", &format!("{}/readyz", web.http), None, token);
     assert_eq!(status, 200);
     let ready: Value = serde_json::from_str(&body).expect("readyz JSON");
     assert_eq!(ready["agents"][0]["hostname"], "vcsim", "{ready}");
@@ -453,7 +405,7 @@ fn the_proxy_and_a_worker_expose_their_own_metrics() {
         "{from_worker}"
     );
     // A worker runs methods, but its HTTP door is only for its metrics.
-    let (status, _) = request(
+    let (status, _) = http_request(
         "GET",
         &format!("http://127.0.0.1:{worker_metrics}/v1/methods"),
         None,

@@ -268,3 +268,57 @@ impl Service {
         matches!(self.0.try_wait(), Ok(None))
     }
 }
+
+/// The HTTP probe (Python's urllib and prometheus_client in the test venv).
+pub fn probe(args: &[&str]) -> Value {
+    probe_trusting(args, None)
+}
+
+/// The probe, trusting `ca` for HTTPS.
+pub fn probe_trusting(args: &[&str], ca: Option<&std::path::Path>) -> Value {
+    let python = venv().join("bin/python");
+    let script = project_dir().join("tests/pyclient/http_probe.py");
+    let mut command = Command::new(python);
+    if let Some(ca) = ca {
+        command.env("PROBE_CAFILE", ca);
+    }
+    let out = command
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run the HTTP probe");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("probe JSON")
+}
+
+pub fn http_request(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u64, String) {
+    let mut args = vec!["request", method, url, body.unwrap_or("-")];
+    if let Some(t) = token {
+        args.push(t);
+    }
+    let reply = probe(&args);
+    (
+        reply["status"].as_u64().unwrap_or(0),
+        reply["body"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// The value of one sample, by name and labels.
+pub fn sample(samples: &Value, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples.as_array()?.iter().find_map(|s| {
+        let matches = s["name"] == name
+            && labels
+                .iter()
+                .all(|(k, v)| s["labels"][*k].as_str() == Some(*v));
+        matches.then(|| s["value"].as_f64()).flatten()
+    })
+}
