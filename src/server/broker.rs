@@ -131,7 +131,7 @@ impl Management for ProxyStatus {
 /// `grace`), and exits.
 pub async fn run(config: Config) -> Result<(), String> {
     if !config.nats.url.is_empty() {
-        return run_on_nats(config).await;
+        return super::nats::frontend::run(config, "vPoller Proxy").await;
     }
     let mut frontend = ZSocket::bind(Kind::Router, &config.proxy_frontend, CLIENT_LIMITS)
         .map_err(|e| format!("cannot bind the frontend {}: {e}", config.proxy_frontend))?;
@@ -193,50 +193,6 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     tracing::info!("proxy stopped");
     Ok(())
-}
-
-/// The proxy forwarding over NATS instead of brokering workers itself.
-async fn run_on_nats(config: Config) -> Result<(), String> {
-    let (stop, stopped) = watch::channel(false);
-    super::daemon::stop_on_signals(stop.clone());
-    let stats = Arc::new(super::nats::NatsStats::default());
-    let status = Arc::new(NatsProxyStatus {
-        stats: stats.clone(),
-        config: config.clone(),
-        started: Instant::now(),
-    });
-    spawn_management(config.proxy_mgmt.clone(), status, stop.clone());
-    let served = super::nats::serve_frontend(&config, stats, stopped).await;
-    let _ = stop.send(true);
-    tracing::info!("proxy stopped");
-    served
-}
-
-struct NatsProxyStatus {
-    stats: Arc<super::nats::NatsStats>,
-    config: Config,
-    started: Instant,
-}
-
-impl Management for NatsProxyStatus {
-    fn title(&self) -> &str {
-        "vPoller Proxy"
-    }
-
-    fn status(&self) -> Value {
-        json!({
-            "status": "running",
-            "hostname": super::daemon::hostname(),
-            "uptime_seconds": self.started.elapsed().as_secs(),
-            "frontend": self.config.proxy_frontend,
-            "mgmt": self.config.proxy_mgmt,
-            "nats": self.stats.to_json(),
-        })
-    }
-
-    fn reload(&self) -> Value {
-        json!({})
-    }
 }
 
 /// Gives queued requests to workers with free slots.

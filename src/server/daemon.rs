@@ -6,6 +6,7 @@ use tokio::sync::watch;
 
 use super::config::Config;
 use super::dispatch::Dispatcher;
+use super::route::Answerer;
 use super::wire::{Management, serve_frontend, serve_management};
 use crate::agents::RegistryAgents;
 use crate::methods::{MethodDirs, MethodHost};
@@ -129,7 +130,11 @@ pub(crate) fn activity(dispatcher: &Dispatcher, agents: &RegistryAgents) -> (Val
 
 /// Runs until SIGTERM, SIGINT or a `shutdown` on the management socket;
 /// then finishes the requests in flight and logs out of every session.
+/// With `[nats] url` it runs no methods: its frontends forward to NATS.
 pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
+    if !config.nats.url.is_empty() {
+        return super::nats::frontend::run(config, "vpoller daemon").await;
+    }
     let (agents, dispatcher) = method_service(&config, dirs)?;
     let (stop, stopped) = watch::channel(false);
     stop_on_signals(stop.clone());
@@ -139,13 +144,19 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
         config: config.clone(),
     });
     super::wire::reload_on_hangup(status.clone());
-    let backend = super::http::backend(&config, &dispatcher, &agents)?;
+    let backend = super::http::backend(&config, &dispatcher, &agents, None)?;
     let web = super::http::start(&config, backend, true, stopped.clone()).await?;
     let mgmt_endpoint = config.proxy_mgmt.clone();
     let mgmt_stop = stop.clone();
     let mgmt =
         tokio::spawn(async move { serve_management(&mgmt_endpoint, status, mgmt_stop).await });
-    let served = serve_frontend(&config.proxy_frontend, dispatcher, stopped, config.grace).await;
+    let served = serve_frontend(
+        &config.proxy_frontend,
+        Answerer::Here(dispatcher),
+        stopped,
+        config.grace,
+    )
+    .await;
     let _ = stop.send(true);
     if let Ok(Err(e)) = mgmt.await {
         tracing::error!("{e}");

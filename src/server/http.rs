@@ -30,15 +30,21 @@ use tokio::sync::watch;
 
 use super::dispatch::{Dispatcher, MAX_REQUEST_BYTES};
 use super::metrics::Metrics;
+use super::nats::NatsStats;
+use super::route::{Answer, Answerer};
 use crate::agents::RegistryAgents;
 use crate::methods::Reply;
 
 /// What the routes answer from.
 #[derive(Clone)]
 pub struct Backend {
-    /// The methods and agents, in a process that runs methods (not the
-    /// proxy, which serves only its metrics).
+    /// Who answers `/v1/call`: the methods here, or workers over NATS (not
+    /// the ZeroMQ broker, which serves only its metrics).
+    pub answerer: Option<Answerer>,
+    /// The catalogue and sessions, where the methods run in this process.
     pub methods: Option<MethodSide>,
+    /// The connection a NATS frontend's readiness depends on.
+    pub nats: Option<Arc<NatsStats>>,
     pub metrics: Arc<Metrics>,
     pub token: Option<Arc<str>>,
 }
@@ -60,11 +66,13 @@ pub fn router(backend: Backend, routes: Routes) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz));
-    if routes.api && backend.methods.is_some() {
+    if routes.api && backend.answerer.is_some() {
         app = app
             .route("/v1/call", post(call_posted))
-            .route("/v1/call/{method}", get(call_in_url))
-            .route("/v1/methods", get(methods));
+            .route("/v1/call/{method}", get(call_in_url));
+    }
+    if routes.api && backend.methods.is_some() {
+        app = app.route("/v1/methods", get(methods));
     }
     if routes.metrics {
         app = app.route("/metrics", get(metrics));
@@ -216,30 +224,55 @@ async fn serve_tls(
 /// How long a client gets to finish its TLS handshake.
 const HANDSHAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The HTTP side of a process that runs methods.
+/// The HTTP side of a process that runs methods; `nats` for a worker on
+/// NATS, whose connection is in its metrics too.
 pub fn backend(
     config: &super::config::Config,
     dispatcher: &Arc<Dispatcher>,
     agents: &Arc<RegistryAgents>,
+    nats: Option<Arc<NatsStats>>,
 ) -> Result<Backend, String> {
     Ok(Backend {
+        answerer: Some(Answerer::Here(dispatcher.clone())),
         methods: Some(MethodSide {
             dispatcher: dispatcher.clone(),
             agents: agents.clone(),
         }),
-        metrics: Arc::new(Metrics::for_methods(dispatcher.clone(), agents.clone())),
+        metrics: Arc::new(Metrics::for_methods(
+            dispatcher.clone(),
+            agents.clone(),
+            nats.clone(),
+        )),
+        nats,
         token: token(config)?,
     })
 }
 
-/// The HTTP side of the proxy: its metrics.
+/// The HTTP side of the ZeroMQ broker: its metrics.
 pub fn proxy_backend(
     config: &super::config::Config,
     status: Arc<dyn super::wire::Management>,
 ) -> Result<Backend, String> {
     Ok(Backend {
+        answerer: None,
         methods: None,
+        nats: None,
         metrics: Arc::new(Metrics::for_proxy(status)),
+        token: token(config)?,
+    })
+}
+
+/// The HTTP side of a frontend forwarding to NATS: calls go to the workers.
+pub fn forwarding_backend(
+    config: &super::config::Config,
+    answerer: Answerer,
+    nats: Arc<NatsStats>,
+) -> Result<Backend, String> {
+    Ok(Backend {
+        answerer: Some(answerer),
+        methods: None,
+        metrics: Arc::new(Metrics::for_nats_frontend(nats.clone())),
+        nats: Some(nats),
         token: token(config)?,
     })
 }
@@ -253,30 +286,30 @@ fn token(config: &super::config::Config) -> Result<Option<Arc<str>>, String> {
 }
 
 /// A reply as vPoller's JSON envelope (or a helper's text), with its status.
-fn answer(status: StatusCode, reply: &Reply) -> Response {
-    let content_type = if reply.raw.is_some() {
+fn respond(status: StatusCode, answer: Answer) -> Response {
+    let content_type = if answer.text {
         "text/plain; charset=utf-8"
     } else {
         "application/json"
     };
-    (status, [(header::CONTENT_TYPE, content_type)], reply.wire()).into_response()
+    (status, [(header::CONTENT_TYPE, content_type)], answer.body).into_response()
 }
 
 fn refused(status: StatusCode, msg: String) -> Response {
-    answer(status, &Reply::refusal(msg))
+    respond(status, Answer::of(&Reply::refusal(msg)))
 }
 
 async fn dispatch(backend: &Backend, body: &[u8]) -> Response {
-    let Some(methods) = &backend.methods else {
+    let Some(answerer) = &backend.answerer else {
         return refused(StatusCode::NOT_FOUND, "this process runs no methods".into());
     };
-    let reply = methods.dispatcher.handle_reply(body).await;
-    let status = if reply.refused {
+    let answer = answerer.answer(body).await;
+    let status = if answer.refused {
         StatusCode::BAD_REQUEST
     } else {
         StatusCode::OK
     };
-    answer(status, &reply)
+    respond(status, answer)
 }
 
 async fn call_posted(
@@ -369,8 +402,24 @@ async fn methods(State(backend): State<Backend>) -> Response {
 
 async fn readyz(State(backend): State<Backend>) -> Response {
     let Some(side) = &backend.methods else {
-        // The proxy: serving is being ready.
-        return axum::Json(json!({"ready": true})).into_response();
+        return match &backend.nats {
+            // A frontend on NATS is ready while it is connected.
+            Some(nats) => {
+                let ready = nats.is_connected();
+                let status = if ready {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                (
+                    status,
+                    axum::Json(json!({"ready": ready, "nats": nats.to_json()})),
+                )
+                    .into_response()
+            }
+            // The broker: serving is being ready.
+            None => axum::Json(json!({"ready": true})).into_response(),
+        };
     };
     let methods = side.dispatcher.host().catalog().methods.len();
     let agents: Vec<Value> = side

@@ -18,6 +18,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::dispatch::Dispatcher;
+use super::nats::NatsStats;
 use crate::agents::RegistryAgents;
 use crate::vsphere::session::{CALL_BUCKETS, CallStats};
 
@@ -85,7 +86,11 @@ pub struct Metrics {
 
 impl Metrics {
     /// The metrics of a process that runs methods (daemon, worker).
-    pub fn for_methods(dispatcher: Arc<Dispatcher>, agents: Arc<RegistryAgents>) -> Metrics {
+    pub fn for_methods(
+        dispatcher: Arc<Dispatcher>,
+        agents: Arc<RegistryAgents>,
+        nats: Option<Arc<NatsStats>>,
+    ) -> Metrics {
         let mut registry = Registry::with_prefix("vpoller");
         let requests = &dispatcher.metrics;
         registry.register(
@@ -104,6 +109,17 @@ impl Metrics {
             requests.script_errors.clone(),
         );
         registry.register_collector(Box::new(Scraped { dispatcher, agents }));
+        if let Some(stats) = nats {
+            registry.register_collector(Box::new(NatsScraped { stats }));
+        }
+        Metrics { registry }
+    }
+
+    /// The metrics of a frontend forwarding to NATS.
+    pub fn for_nats_frontend(stats: Arc<NatsStats>) -> Metrics {
+        let mut registry = Registry::with_prefix("vpoller");
+        registry.register_collector(Box::new(BuildInfo));
+        registry.register_collector(Box::new(NatsScraped { stats }));
         Metrics { registry }
     }
 
@@ -187,6 +203,90 @@ impl Collector for ProxyScraped {
                 name,
                 help,
                 &[(vec![], ConstCounter::new(value))],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct BuildInfo;
+
+impl Collector for BuildInfo {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        build_info(&mut encoder)
+    }
+}
+
+/// The NATS connection and the requests that went over it.
+struct NatsScraped {
+    stats: Arc<NatsStats>,
+}
+
+impl std::fmt::Debug for NatsScraped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NatsScraped")
+    }
+}
+
+impl Collector for NatsScraped {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let stats = &self.stats;
+        family(
+            &mut encoder,
+            "nats_connected",
+            "1 while the NATS connection is up",
+            &[(vec![], ConstGauge::new(i64::from(stats.is_connected())))],
+        )?;
+        let outcomes: Vec<(Labels, ConstCounter<u64>)> = super::nats::OUTCOMES
+            .iter()
+            .map(|o| {
+                (
+                    vec![("outcome", o.to_string())],
+                    ConstCounter::new(stats.outcome(o)),
+                )
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "nats_requests",
+            "Requests over NATS by outcome (a frontend: forwarded; a worker: answered)",
+            &outcomes,
+        )?;
+        family(
+            &mut encoder,
+            "nats_retries",
+            "Requests sent again after their worker went silent",
+            &[(
+                vec![],
+                ConstCounter::new(stats.retried.load(Ordering::Relaxed)),
+            )],
+        )?;
+        if let Some(connection) = stats.connection() {
+            family(
+                &mut encoder,
+                "nats_connects",
+                "Connections made to NATS, the first one and every reconnect",
+                &[(vec![], ConstCounter::new(connection.connects))],
+            )?;
+            let direction = |d: &str| vec![("direction", d.to_string())];
+            family(
+                &mut encoder,
+                "nats_messages",
+                "NATS messages, in and out",
+                &[
+                    (direction("in"), ConstCounter::new(connection.in_messages)),
+                    (direction("out"), ConstCounter::new(connection.out_messages)),
+                ],
+            )?;
+            family(
+                &mut encoder,
+                "nats_bytes",
+                "NATS payload bytes, in and out",
+                &[
+                    (direction("in"), ConstCounter::new(connection.in_bytes)),
+                    (direction("out"), ConstCounter::new(connection.out_bytes)),
+                ],
             )?;
         }
         Ok(())

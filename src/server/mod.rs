@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod http;
 pub mod metrics;
 pub mod nats;
+pub mod route;
 pub mod wire;
 pub mod worker;
 pub mod zsocket;

@@ -3,7 +3,7 @@
 //!
 //! Clients are REQ sockets sending one JSON frame; the frontend is a ROUTER
 //! that sees `[identity, "", request]` and answers `[identity, "", reply]`.
-//! Everything past the frame goes through [`Dispatcher`], so another
+//! Everything past the frame goes to an [`Answerer`], so another
 //! transport needs nothing but its own version of this file.
 
 use bytes::Bytes;
@@ -13,7 +13,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::dispatch::{Dispatcher, MAX_REQUEST_BYTES};
+use super::dispatch::MAX_REQUEST_BYTES;
+use super::route::Answerer;
 use super::zsocket::{Frames, Kind, Limits, ZSocket};
 
 /// Requests worked on at once by one frontend. Past this, the frontend stops
@@ -89,7 +90,7 @@ impl Envelope {
 /// finishes the requests in flight (within `grace`) and returns.
 pub async fn serve_frontend(
     endpoint: &str,
-    dispatcher: Arc<Dispatcher>,
+    answerer: Answerer,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) -> Result<(), String> {
@@ -102,10 +103,10 @@ pub async fn serve_frontend(
             received = socket.recv(), if work.len() < MAX_IN_FLIGHT => {
                 let Some(frames) = received else { break };
                 let Some((envelope, body)) = Envelope::open(frames) else { continue };
-                let (dispatcher, send) = (dispatcher.clone(), socket.sender());
+                let (answerer, send) = (answerer.clone(), socket.sender());
                 work.spawn(async move {
-                    let reply = dispatcher.handle(&body).await;
-                    send.send(envelope.reply(Bytes::from(reply)));
+                    let answer = answerer.answer(&body).await;
+                    send.send(envelope.reply(answer.body));
                 });
             }
             Some(_) = work.join_next(), if !work.is_empty() => {}

@@ -85,11 +85,11 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
         nats: nats.clone(),
     });
     spawn_management(config.worker_mgmt.clone(), status, stop.clone());
-    let backend = super::http::backend(&config, &dispatcher, &agents)?;
+    let backend = super::http::backend(&config, &dispatcher, &agents, nats.clone())?;
     let web = super::http::start(&config, backend, false, stopped.clone()).await?;
 
     if let Some(stats) = &nats {
-        super::nats::serve_worker(
+        super::nats::worker::serve_worker(
             &config,
             dispatcher.clone(),
             agents.clone(),

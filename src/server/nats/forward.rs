@@ -1,0 +1,254 @@
+//! A frontend's side of NATS: each request published to its agent's
+//! subject, its reply (and the worker's working messages) read back on one
+//! inbox subscription shared by every request of the process.
+//!
+//! A request ends in exactly one of:
+//! - the worker's reply, passed on as it is;
+//! - no responders: no worker serves the agent, said at once;
+//! - silence for [`LOST_AFTER`] (no reply, no working message): the worker
+//!   is gone, and the request, a read and so safe to repeat, is sent once
+//!   more to the agent's queue group, where another member takes it; a
+//!   second silence is an error;
+//! - the deadline: vPoller's timeout error.
+//!
+//! Whatever else comes for a request after it ended (a late reply from a
+//! worker that was only slow) finds no one waiting and is dropped, so a
+//! client never gets two replies.
+
+use async_nats::{HeaderMap, Message, StatusCode};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{LOST_AFTER, NatsStats, REFUSED, TEXT, WORKING, subject_of};
+use crate::methods::Reply;
+use crate::server::route::Answer;
+
+type Waiting = Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>;
+
+pub struct Forwarder {
+    client: async_nats::Client,
+    /// `_INBOX.<unique>`; request `n` is answered on `<inbox>.<n>`.
+    inbox: String,
+    waiting: Waiting,
+    next: AtomicU64,
+    stats: Arc<NatsStats>,
+    deadline: Duration,
+}
+
+/// How a request's wait for its worker ended.
+enum Waited {
+    Reply(Message),
+    NoResponders,
+    Silent,
+    Deadline,
+}
+
+impl Forwarder {
+    /// Subscribes to the inbox and starts passing what arrives there to the
+    /// requests waiting for it. `deadline` is how long a request may take
+    /// from its arrival.
+    pub async fn start(
+        client: async_nats::Client,
+        stats: Arc<NatsStats>,
+        deadline: Duration,
+    ) -> Result<Arc<Forwarder>, String> {
+        let inbox = client.new_inbox();
+        let subscriber = client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|e| format!("cannot subscribe to the NATS reply inbox: {e}"))?;
+        let forwarder = Arc::new(Forwarder {
+            client,
+            inbox,
+            waiting: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            stats,
+            deadline,
+        });
+        tokio::spawn(pass_on(Arc::downgrade(&forwarder), subscriber));
+        Ok(forwarder)
+    }
+
+    pub fn stats(&self) -> &Arc<NatsStats> {
+        &self.stats
+    }
+
+    /// One request to its agent's workers, and what goes back to the
+    /// client: their reply as it is, or vPoller's error envelope naming
+    /// what failed.
+    pub async fn forward(&self, body: &[u8]) -> Answer {
+        let deadline = Instant::now() + self.deadline;
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let Some(agent) = agent_of(body) else {
+            // Not for any agent: vPoller's own message for what was sent.
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return Answer::of(&crate::server::dispatch::refusal_of(body));
+        };
+        let subject = subject_of(&agent);
+        let payload = Bytes::copy_from_slice(body);
+        let mut retried = false;
+        loop {
+            let waited = self.ask(&subject, payload.clone(), deadline).await;
+            let (counter, msg) = match waited {
+                Ok(Waited::Reply(message)) => {
+                    self.stats.answered.fetch_add(1, Ordering::Relaxed);
+                    return answer_of(message);
+                }
+                Ok(Waited::NoResponders) if !retried => (
+                    &self.stats.no_worker,
+                    format!("no worker serves agent {agent}"),
+                ),
+                Ok(Waited::NoResponders) => (
+                    &self.stats.lost,
+                    format!(
+                        "the worker for agent {agent} was lost before replying, and no other worker serves it"
+                    ),
+                ),
+                Ok(Waited::Silent) if !self.stats.is_connected() => (
+                    &self.stats.failed,
+                    format!("lost the connection to NATS while waiting for agent {agent}"),
+                ),
+                Ok(Waited::Silent) if !retried => {
+                    retried = true;
+                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%agent, "the worker went silent; sending the request to another");
+                    continue;
+                }
+                Ok(Waited::Silent) => (
+                    &self.stats.lost,
+                    format!(
+                        "the workers for agent {agent} were lost before replying (tried twice)"
+                    ),
+                ),
+                Ok(Waited::Deadline) => (
+                    &self.stats.timed_out,
+                    format!(
+                        "no reply for agent {agent} within {} s (request timed out)",
+                        self.deadline.as_secs_f64()
+                    ),
+                ),
+                Err(e) => (
+                    &self.stats.failed,
+                    format!("cannot reach NATS for agent {agent}: {e}"),
+                ),
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return Answer::of(&Reply::error(msg));
+        }
+    }
+
+    /// Publishes the request once and waits for how that attempt ends.
+    async fn ask(
+        &self,
+        subject: &str,
+        payload: Bytes,
+        deadline: Instant,
+    ) -> Result<Waited, String> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.insert(id, tx);
+        }
+        let _unregister = Unregister {
+            waiting: &self.waiting,
+            id,
+        };
+        let publish = self.client.publish_with_reply(
+            subject.to_string(),
+            format!("{}.{id}", self.inbox),
+            payload,
+        );
+        // A client that cannot hand the message on (its buffer full while
+        // NATS is away) must not hold the request past its deadline.
+        match tokio::time::timeout_at(deadline, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Ok(Waited::Deadline),
+        }
+        let mut heard = Instant::now();
+        loop {
+            let wake = deadline.min(heard + LOST_AFTER);
+            tokio::select! {
+                message = rx.recv() => {
+                    let Some(message) = message else { return Ok(Waited::Silent) };
+                    if message.status == Some(StatusCode::NO_RESPONDERS) {
+                        return Ok(Waited::NoResponders);
+                    }
+                    if has(&message.headers, WORKING) {
+                        heard = Instant::now();
+                        continue;
+                    }
+                    return Ok(Waited::Reply(message));
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    return Ok(if Instant::now() >= deadline { Waited::Deadline } else { Waited::Silent });
+                }
+            }
+        }
+    }
+}
+
+/// Takes a request out of the waiting table however its wait ends (a
+/// reply, an error, or the client's task dropped).
+struct Unregister<'a> {
+    waiting: &'a Waiting,
+    id: u64,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            waiting.remove(&self.id);
+        }
+    }
+}
+
+/// Hands each message of the inbox to the request it is for.
+async fn pass_on(forwarder: Weak<Forwarder>, mut subscriber: async_nats::Subscriber) {
+    use futures::StreamExt;
+    while let Some(message) = subscriber.next().await {
+        let Some(forwarder) = forwarder.upgrade() else {
+            return;
+        };
+        let id = message
+            .subject
+            .rsplit('.')
+            .next()
+            .and_then(|n| n.parse::<u64>().ok());
+        let Some(id) = id else { continue };
+        if let Ok(waiting) = forwarder.waiting.lock()
+            && let Some(tx) = waiting.get(&id)
+        {
+            let _ = tx.send(message);
+        }
+    }
+}
+
+fn has(headers: &Option<HeaderMap>, name: &str) -> bool {
+    headers.as_ref().is_some_and(|h| h.get(name).is_some())
+}
+
+fn answer_of(message: Message) -> Answer {
+    Answer {
+        refused: has(&message.headers, REFUSED),
+        text: has(&message.headers, TEXT),
+        body: message.payload,
+    }
+}
+
+/// The agent a request is for; the worker reads the rest.
+fn agent_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Route {
+        hostname: Option<String>,
+    }
+    serde_json::from_slice::<Route>(body)
+        .ok()
+        .and_then(|r| r.hostname)
+        .filter(|h| !h.is_empty())
+}

@@ -1,0 +1,179 @@
+//! A worker on NATS: one queue subscription per agent it serves, each
+//! request run by the local dispatcher and answered on its reply subject.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+use super::{NatsStats, REFUSED, TEXT, WORKING, WORKING_EVERY, connect, subject_of};
+use crate::agents::RegistryAgents;
+use crate::server::config::Config;
+use crate::server::dispatch::Dispatcher;
+use crate::server::route::Answer;
+
+/// How long a stopping worker waits for its last replies to reach NATS.
+const FLUSH_AT_STOP: Duration = Duration::from_secs(2);
+
+/// How often a worker looks at the registry for agents to serve or drop.
+const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(500);
+
+/// Answers its agents' subjects until `stop`, then stops taking requests
+/// and finishes those it holds within `grace`.
+pub async fn serve_worker(
+    config: &Config,
+    dispatcher: Arc<Dispatcher>,
+    agents: Arc<RegistryAgents>,
+    stats: Arc<NatsStats>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let client = connect(&config.nats, "vpoller worker").await?;
+    stats.connected(&client, &config.nats.url);
+    let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut tick = tokio::time::interval(RESUBSCRIBE_EVERY);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+            Some(()) = done_rx.recv() => {}
+        }
+        if *stop.borrow() {
+            break;
+        }
+        let wanted: HashSet<String> = agents
+            .enabled()
+            .into_iter()
+            .filter(|a| config.nats.agents.is_empty() || config.nats.agents.contains(a))
+            .collect();
+        subscriptions.retain(|agent, task| {
+            let keep = wanted.contains(agent) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for agent in wanted {
+            if subscriptions.contains_key(&agent) {
+                continue;
+            }
+            let subject = subject_of(&agent);
+            let subscriber = match client
+                .queue_subscribe(subject.clone(), subject.clone())
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(%agent, "cannot subscribe to {subject}: {e}");
+                    continue;
+                }
+            };
+            tracing::info!(%agent, %subject, "serving an agent on NATS");
+            let answering = Answering {
+                client: client.clone(),
+                dispatcher: dispatcher.clone(),
+                stats: stats.clone(),
+                done: done_tx.clone(),
+                in_flight: in_flight.clone(),
+            };
+            subscriptions.insert(agent, tokio::spawn(answer_requests(subscriber, answering)));
+        }
+        if let Ok(mut s) = stats.subjects.lock() {
+            let mut subjects: Vec<String> = subscriptions.keys().map(|a| subject_of(a)).collect();
+            subjects.sort();
+            *s = subjects;
+        }
+    }
+    // No new requests; the ones being answered finish.
+    for (_, task) in subscriptions.drain() {
+        task.abort();
+    }
+    let finished = async {
+        while in_flight.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let _ = tokio::time::timeout(config.grace, finished).await;
+    // With the NATS server gone a flush would wait for it forever; a stop
+    // must not.
+    let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
+    Ok(())
+}
+
+/// What answering one subscription's requests needs.
+#[derive(Clone)]
+struct Answering {
+    client: async_nats::Client,
+    dispatcher: Arc<Dispatcher>,
+    stats: Arc<NatsStats>,
+    /// Told when the subscription ends, so that the worker subscribes again.
+    done: tokio::sync::mpsc::UnboundedSender<()>,
+    in_flight: Arc<AtomicU64>,
+}
+
+/// Answers the requests of one subscription, each in a task of its own.
+async fn answer_requests(mut subscriber: async_nats::Subscriber, answering: Answering) {
+    use futures::StreamExt;
+    while let Some(message) = subscriber.next().await {
+        let Some(reply_to) = message.reply.clone() else {
+            continue;
+        };
+        answering.stats.requests.fetch_add(1, Ordering::Relaxed);
+        answering.in_flight.fetch_add(1, Ordering::AcqRel);
+        let answering = answering.clone();
+        tokio::spawn(async move {
+            answer_one(&answering, reply_to, &message.payload).await;
+            answering.in_flight.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+    // The subscription ended (the connection closed for good).
+    let _ = answering.done.send(());
+}
+
+/// Runs one request. While it takes longer than [`WORKING_EVERY`], the
+/// frontend is told so at that pace: a worker that dies goes silent, and
+/// the frontend sends the request to another member.
+async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payload: &[u8]) {
+    let client = &answering.client;
+    let work = answering.dispatcher.handle_reply(payload);
+    tokio::pin!(work);
+    let reply = loop {
+        match tokio::time::timeout(WORKING_EVERY, &mut work).await {
+            Ok(reply) => break reply,
+            Err(_) => {
+                let mut headers = HeaderMap::new();
+                headers.insert(WORKING, "1");
+                answering.stats.working.fetch_add(1, Ordering::Relaxed);
+                let _ = client
+                    .publish_with_headers(reply_to.clone(), headers, Bytes::new())
+                    .await;
+            }
+        }
+    };
+    let answer = Answer::of(&reply);
+    let sent = if answer.refused || answer.text {
+        let mut headers = HeaderMap::new();
+        if answer.refused {
+            headers.insert(REFUSED, "1");
+        }
+        if answer.text {
+            headers.insert(TEXT, "1");
+        }
+        client
+            .publish_with_headers(reply_to, headers, answer.body)
+            .await
+    } else {
+        client.publish(reply_to, answer.body).await
+    };
+    match sent {
+        Ok(()) => answering.stats.answered.fetch_add(1, Ordering::Relaxed),
+        Err(e) => {
+            tracing::warn!("cannot send a reply over NATS: {e}");
+            answering.stats.failed.fetch_add(1, Ordering::Relaxed)
+        }
+    };
+}
