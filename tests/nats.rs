@@ -64,8 +64,10 @@ fn nats_worker(reg: &Registry, nats: &NatsServer, conf: &str) -> (Service, Strin
     (service, mgmt)
 }
 
-/// The subjects a worker serves, once it has subscribed to `count`.
-fn subjects(mgmt: &str, count: usize) -> Value {
+/// The subjects a worker serves, once it has subscribed to `agents` of them
+/// and to the one for requests that name no agent.
+fn subjects(mgmt: &str, agents: usize) -> Value {
+    let count = agents + 1;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let subjects = wait_for_status(mgmt, "worker")["result"]["nats"]["subjects"].clone();
@@ -137,7 +139,7 @@ async fn the_real_client_reaches_the_vcenter_of_its_agent_through_nats() {
     );
     assert_eq!(
         subjects(&ma, 1),
-        json!(["vpoller.v1.agent.vc-a_2Eexample_2Eorg"])
+        json!(["vpoller.v1.agent.vc-a_2Eexample_2Eorg", "vpoller.v1.any"])
     );
     subjects(&mb, 1);
     let (_proxy, front, pmgmt) = nats_proxy(
@@ -348,6 +350,14 @@ fn a_worker_whose_nats_server_is_gone_still_stops_on_sigterm() {
 /// within `timeout`, and whatever else comes in the `linger` after it (a
 /// REQ socket would hide a second reply).
 fn replies_to(front: &str, body: &str, timeout: Duration, linger: Duration) -> Vec<Value> {
+    raw_replies_to(front, body, timeout, linger)
+        .iter()
+        .map(|r| serde_json::from_str(r).unwrap_or_else(|e| panic!("{e}: {r}")))
+        .collect()
+}
+
+/// As [`replies_to`], the replies as they were sent.
+fn raw_replies_to(front: &str, body: &str, timeout: Duration, linger: Duration) -> Vec<String> {
     let context = zmq::Context::new();
     let socket = context.socket(zmq::DEALER).expect("socket");
     socket.connect(front).expect("connect");
@@ -368,7 +378,7 @@ fn replies_to(front: &str, body: &str, timeout: Duration, linger: Duration) -> V
         }
         let frames = socket.recv_multipart(0).expect("recv");
         let body = frames.last().expect("a body");
-        replies.push(serde_json::from_slice(body).expect("a JSON reply"));
+        replies.push(String::from_utf8_lossy(body).into_owned());
         until = Instant::now() + linger;
     }
 }
@@ -376,12 +386,13 @@ fn replies_to(front: &str, body: &str, timeout: Duration, linger: Duration) -> V
 /// `vm.get` of a VM every simulator has.
 const VM_GET: &str = r#"{"method": "vm.get", "hostname": "vcsim", "name": "DC0_H0_VM0", "properties": ["runtime.powerState"]}"#;
 
-/// The worker that is working on a request now.
+/// The live worker that is working on a request now.
 fn holder(workers: &mut [(Service, String)]) -> &mut (Service, String) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let busy = workers.iter().position(|(_, mgmt)| {
-            wait_for_status(mgmt, "worker")["result"]["requests"]["in_flight"] == 1
+        let busy = workers.iter_mut().position(|(service, mgmt)| {
+            service.is_running()
+                && wait_for_status(mgmt, "worker")["result"]["requests"]["in_flight"] == 1
         });
         if let Some(i) = busy {
             return &mut workers[i];
@@ -545,4 +556,137 @@ fn a_stalled_worker_that_wakes_up_late_does_not_reply_twice() {
         (json!(1), json!(1)),
         "{stats}"
     );
+}
+
+#[test]
+fn a_daemon_on_nats_answers_zeromq_and_http_as_a_local_daemon_does() {
+    let nats = NatsServer::start();
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let (_worker, wmgmt) = nats_worker(&reg, &nats, &conf(&dir, "w.conf", ""));
+    subjects(&wmgmt, 1);
+    let (local_http, nats_http) = (free_port(), free_port());
+    let (_local, local_front, _) = daemon_with(
+        &reg,
+        &[
+            "-f",
+            &conf(
+                &dir,
+                "l.conf",
+                &format!("[http]\nlisten = 127.0.0.1:{local_http}\n"),
+            ),
+        ],
+    );
+    let (_forwarding, front, _mgmt) = nats_frontend(
+        "daemon",
+        &nats.url,
+        &conf(
+            &dir,
+            "d.conf",
+            &format!("[http]\nlisten = 127.0.0.1:{nats_http}\n[proxy]\nrequest-timeout = 5\n"),
+        ),
+    );
+    let once = |front: &str, body: &str| {
+        let replies = raw_replies_to(front, body, Duration::from_secs(10), Duration::ZERO);
+        assert_eq!(replies.len(), 1, "{body}: {replies:?}");
+        replies[0].clone()
+    };
+    let posted = |port: u16, body: &str| {
+        let reply = probe(&[
+            "request",
+            "POST",
+            &format!("http://127.0.0.1:{port}/v1/call"),
+            body,
+        ]);
+        (
+            reply["status"].clone(),
+            reply["content_type"].clone(),
+            reply["body"].clone(),
+        )
+    };
+    for body in [
+        VM_GET,
+        r#"{"method": "vm.get", "hostname": "vcsim", "name": "no-such-vm"}"#,
+        r#"{"method": "vm.get", "hostname": "vcsim", "name": "DC0_H0_VM0", "properties": ["runtime.powerState"], "helper": "vpoller.helpers.czabbix"}"#,
+        // Refused by the worker, which names what is wrong.
+        r#"{"method": "no.such.method", "hostname": "vcsim"}"#,
+        r#"{"method": "vm.get", "hostname": "vcsim"}"#,
+        // No agent: answered by any worker, as a local one answers.
+        r#"{"method": "vm.get"}"#,
+        r#"{"method": "no.such.method"}"#,
+        r#"{"method": "vm.get", "hostname": ""}"#,
+        r#"{"method": "vm.get", "hostname": 7}"#,
+        r#"{"method": "about", "helper": "vpoller.helpers.czabbix"}"#,
+        "[1, 2]",
+        "not json, from vpoller.helpers.czabbix",
+    ] {
+        assert_eq!(
+            once(&front, body),
+            once(&local_front, body),
+            "ZeroMQ: {body}"
+        );
+        assert_eq!(
+            posted(nats_http, body),
+            posted(local_http, body),
+            "HTTP: {body}"
+        );
+    }
+    let url = |port: u16| {
+        format!(
+            "http://127.0.0.1:{port}/v1/call/vm.get?hostname=vcsim&name=DC0_H0_VM0&properties=runtime.powerState"
+        )
+    };
+    assert_eq!(
+        http_request("GET", &url(nats_http), None, None),
+        http_request("GET", &url(local_http), None, None)
+    );
+    let (status, body) = http_request(
+        "GET",
+        &format!("http://127.0.0.1:{nats_http}/readyz"),
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let samples = probe(&["metrics", &format!("http://127.0.0.1:{nats_http}/metrics")]);
+    assert_eq!(sample(&samples, "vpoller_nats_connected", &[]), Some(1.0));
+    let answered = sample(
+        &samples,
+        "vpoller_nats_requests_total",
+        &[("outcome", "answered")],
+    );
+    assert!(answered.unwrap_or(0.0) >= 25.0, "{answered:?}");
+    assert_eq!(
+        sample(&samples, "vpoller_nats_retries_total", &[]),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &samples,
+            "vpoller_nats_messages_total",
+            &[("direction", "out")]
+        )
+        .unwrap_or(0.0)
+            >= 25.0
+    );
+    // Without NATS the frontend is not ready, and says why.
+    drop(nats);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = http_request(
+            "GET",
+            &format!("http://127.0.0.1:{nats_http}/readyz"),
+            None,
+            None,
+        );
+        if status == 503 {
+            assert!(body.contains("\"connected\":false"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still ready without NATS: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -2,6 +2,10 @@
 //! subject, its reply (and the worker's working messages) read back on one
 //! inbox subscription shared by every request of the process.
 //!
+//! A request that names no agent goes to `vpoller.v1.any`, where any
+//! worker refuses it as a local one would (the helper's form included);
+//! with no worker at all, the frontend refuses it itself.
+//!
 //! A request ends in exactly one of:
 //! - the worker's reply, passed on as it is;
 //! - no responders: no worker serves the agent, said at once;
@@ -24,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{LOST_AFTER, NatsStats, REFUSED, TEXT, WORKING, subject_of};
+use super::{ANY_AGENT, LOST_AFTER, NatsStats, REFUSED, TEXT, WORKING, subject_of};
 use crate::methods::Reply;
 use crate::server::route::Answer;
 
@@ -84,12 +88,15 @@ impl Forwarder {
     pub async fn forward(&self, body: &[u8]) -> Answer {
         let deadline = Instant::now() + self.deadline;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let Some(agent) = agent_of(body) else {
-            // Not for any agent: vPoller's own message for what was sent.
-            self.stats.failed.fetch_add(1, Ordering::Relaxed);
-            return Answer::of(&crate::server::dispatch::refusal_of(body));
+        let (subject, agent) = match agent_of(body) {
+            Some(agent) => (subject_of(&agent), agent),
+            None => (ANY_AGENT.to_string(), String::new()),
         };
-        let subject = subject_of(&agent);
+        let target = if agent.is_empty() {
+            "a request naming no agent".to_string()
+        } else {
+            format!("agent {agent}")
+        };
         let payload = Bytes::copy_from_slice(body);
         let mut retried = false;
         loop {
@@ -99,42 +106,39 @@ impl Forwarder {
                     self.stats.answered.fetch_add(1, Ordering::Relaxed);
                     return answer_of(message);
                 }
-                Ok(Waited::NoResponders) if !retried => (
-                    &self.stats.no_worker,
-                    format!("no worker serves agent {agent}"),
-                ),
+                Ok(Waited::NoResponders) if !retried => {
+                    (&self.stats.no_worker, format!("no worker serves {target}"))
+                }
                 Ok(Waited::NoResponders) => (
                     &self.stats.lost,
                     format!(
-                        "the worker for agent {agent} was lost before replying, and no other worker serves it"
+                        "the worker for {target} was lost before replying, and no other worker serves it"
                     ),
                 ),
                 Ok(Waited::Silent) if !self.stats.is_connected() => (
                     &self.stats.failed,
-                    format!("lost the connection to NATS while waiting for agent {agent}"),
+                    format!("lost the connection to NATS while waiting for {target}"),
                 ),
                 Ok(Waited::Silent) if !retried => {
                     retried = true;
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%agent, "the worker went silent; sending the request to another");
+                    tracing::warn!(%target, "the worker went silent; sending the request to another");
                     continue;
                 }
                 Ok(Waited::Silent) => (
                     &self.stats.lost,
-                    format!(
-                        "the workers for agent {agent} were lost before replying (tried twice)"
-                    ),
+                    format!("the workers for {target} were lost before replying (tried twice)"),
                 ),
                 Ok(Waited::Deadline) => (
                     &self.stats.timed_out,
                     format!(
-                        "no reply for agent {agent} within {} s (request timed out)",
+                        "no reply for {target} within {} s (request timed out)",
                         self.deadline.as_secs_f64()
                     ),
                 ),
                 Err(e) => (
                     &self.stats.failed,
-                    format!("cannot reach NATS for agent {agent}: {e}"),
+                    format!("cannot reach NATS for {target}: {e}"),
                 ),
             };
             counter.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,11 @@ pub mod forward;
 pub mod frontend;
 pub mod worker;
 
+/// Requests that name no agent (or not as a string) go here, to any
+/// worker, so that their error is the one a local worker gives, in the
+/// form of their helper.
+pub const ANY_AGENT: &str = "vpoller.v1.any";
+
 /// How often a worker tells the frontend that it is still working on a
 /// request (a message on the request's reply subject with [`WORKING`] set).
 /// A request that takes less than this costs no extra message.

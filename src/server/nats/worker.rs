@@ -3,13 +3,13 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
-use super::{NatsStats, REFUSED, TEXT, WORKING, WORKING_EVERY, connect, subject_of};
+use super::{ANY_AGENT, NatsStats, REFUSED, TEXT, WORKING, WORKING_EVERY, connect, subject_of};
 use crate::agents::RegistryAgents;
 use crate::server::config::Config;
 use crate::server::dispatch::Dispatcher;
@@ -45,23 +45,26 @@ pub async fn serve_worker(
         if *stop.borrow() {
             break;
         }
-        let wanted: HashSet<String> = agents
+        // By subject: every agent served, and the one for requests that
+        // name no agent.
+        let mut wanted: HashMap<String, String> = agents
             .enabled()
             .into_iter()
             .filter(|a| config.nats.agents.is_empty() || config.nats.agents.contains(a))
+            .map(|agent| (subject_of(&agent), agent))
             .collect();
-        subscriptions.retain(|agent, task| {
-            let keep = wanted.contains(agent) && !task.is_finished();
+        wanted.insert(ANY_AGENT.to_string(), "(none)".to_string());
+        subscriptions.retain(|subject, task| {
+            let keep = wanted.contains_key(subject) && !task.is_finished();
             if !keep {
                 task.abort();
             }
             keep
         });
-        for agent in wanted {
-            if subscriptions.contains_key(&agent) {
+        for (subject, agent) in wanted {
+            if subscriptions.contains_key(&subject) {
                 continue;
             }
-            let subject = subject_of(&agent);
             let subscriber = match client
                 .queue_subscribe(subject.clone(), subject.clone())
                 .await
@@ -72,7 +75,7 @@ pub async fn serve_worker(
                     continue;
                 }
             };
-            tracing::info!(%agent, %subject, "serving an agent on NATS");
+            tracing::info!(%agent, %subject, "serving on NATS");
             let answering = Answering {
                 client: client.clone(),
                 dispatcher: dispatcher.clone(),
@@ -80,10 +83,13 @@ pub async fn serve_worker(
                 done: done_tx.clone(),
                 in_flight: in_flight.clone(),
             };
-            subscriptions.insert(agent, tokio::spawn(answer_requests(subscriber, answering)));
+            subscriptions.insert(
+                subject,
+                tokio::spawn(answer_requests(subscriber, answering)),
+            );
         }
         if let Ok(mut s) = stats.subjects.lock() {
-            let mut subjects: Vec<String> = subscriptions.keys().map(|a| subject_of(a)).collect();
+            let mut subjects: Vec<String> = subscriptions.keys().cloned().collect();
             subjects.sort();
             *s = subjects;
         }
