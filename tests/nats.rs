@@ -19,9 +19,32 @@ struct NatsServer {
 
 impl NatsServer {
     fn start() -> NatsServer {
-        let port = free_port();
+        NatsServer::start_with(free_port(), &[])
+    }
+
+    /// One node of a cluster: its route port, and the routes to the others.
+    fn cluster_node(port: u16, route_port: u16, routes: &[u16]) -> NatsServer {
+        let routes: Vec<String> = routes
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        NatsServer::start_with(
+            port,
+            &[
+                "--cluster_name",
+                "vpoller-test",
+                "--cluster",
+                &format!("nats://127.0.0.1:{route_port}"),
+                "--routes",
+                &routes.join(","),
+            ],
+        )
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> NatsServer {
         let child = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -474,17 +497,15 @@ fn a_worker_lost_mid_request_is_retried_once_on_another_member() {
     );
 
     // The last member lost too: an error naming the agent, long before
-    // the deadline, and still one reply.
+    // the deadline (silence, then a wait for members to come back), and
+    // still one reply.
     let asking = {
         let front = front.clone();
         std::thread::spawn(move || {
-            let replies = replies_to(
-                &front,
-                VM_GET,
-                Duration::from_secs(25),
-                Duration::from_secs(2),
-            );
-            (replies, Instant::now())
+            let linger = Duration::from_secs(2);
+            let replies = replies_to(&front, VM_GET, Duration::from_secs(25), linger);
+            // The one reply came a linger before the wait for more ended.
+            (replies, Instant::now() - linger)
         })
     };
     let (survivor, _) = holder(&mut workers);
@@ -688,5 +709,125 @@ fn a_daemon_on_nats_answers_zeromq_and_http_as_a_local_daemon_does() {
             "still ready without NATS: {body}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_nats_cluster_loses_a_node_under_load_and_serves_on() {
+    let (port_a, port_b, route_a, route_b) = (free_port(), free_port(), free_port(), free_port());
+    let mut node_a = NatsServer::cluster_node(port_a, route_a, &[route_b]);
+    let node_b = NatsServer::cluster_node(port_b, route_b, &[route_a]);
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    // One worker and the proxy on node a, one worker on node b; each is
+    // given one node and learns the other from the cluster.
+    let workers: Vec<(Service, String)> = [&node_a.url, &node_b.url]
+        .into_iter()
+        .enumerate()
+        .map(|(i, url)| {
+            let mgmt = endpoint(free_port());
+            let unused_proxy = endpoint(free_port());
+            let wconf = conf(&dir, &format!("w{i}.conf"), "");
+            (
+                worker(&reg, &unused_proxy, &mgmt, &["--nats", url, "-f", &wconf]),
+                mgmt,
+            )
+        })
+        .collect();
+    for (_, mgmt) in &workers {
+        subjects(mgmt, 1);
+    }
+    let (_proxy, front, pmgmt) = nats_frontend(
+        "proxy",
+        &node_a.url,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 3\n"),
+    );
+    let ask = |front: &str| {
+        client(
+            front,
+            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+            10_000,
+        )
+    };
+    // The routes are up when a request crosses them.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while ask(&front)["success"] != 0 {
+        assert!(Instant::now() < deadline, "the cluster never served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let node_of = |mgmt: &str, role: &str| {
+        wait_for_status(mgmt, role)["result"]["nats"]["server"]["address"]
+            .as_str()
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+            .expect("the server address")
+    };
+    assert_eq!(node_of(&pmgmt, "proxy"), port_a);
+    assert_eq!(node_of(&workers[0].1, "worker"), port_a);
+    let front = std::sync::Arc::new(front);
+    let started = Instant::now();
+    let kill_at = Duration::from_millis(1000);
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let front = front.clone();
+            std::thread::spawn(move || {
+                let mut outcomes = Vec::new();
+                while started.elapsed() < Duration::from_secs(4) {
+                    let sent = started.elapsed();
+                    let reply = client(
+                        &front,
+                        &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+                        10_000,
+                    );
+                    outcomes.push((sent, started.elapsed(), reply));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    std::thread::sleep(kill_at);
+    let _ = node_a.child.kill();
+    let _ = node_a.child.wait();
+    let killed = started.elapsed();
+    let outcomes: Vec<(Duration, Duration, Value)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("a client"))
+        .collect();
+    let failed: Vec<&(Duration, Duration, Value)> = outcomes
+        .iter()
+        .filter(|(_, _, reply)| reply["success"] != 0)
+        .collect();
+    for (sent, answered, reply) in &failed {
+        assert_eq!(reply["success"], 1, "not a reply: {reply}");
+        // Only requests in flight at the kill may fail, each with an
+        // error within its deadline.
+        assert!(
+            *sent <= killed && *answered >= killed,
+            "{sent:?}..{answered:?} (killed at {killed:?}): {reply}"
+        );
+        assert!(*answered - *sent < Duration::from_secs(4), "{reply}");
+    }
+    eprintln!(
+        "{} requests, {} failed: {failed:?}",
+        outcomes.len(),
+        failed.len()
+    );
+    assert!(
+        failed.len() <= 8,
+        "{} of {} failed",
+        failed.len(),
+        outcomes.len()
+    );
+    let served_after = outcomes
+        .iter()
+        .filter(|(sent, _, reply)| *sent > killed && reply["success"] == 0)
+        .count();
+    assert!(served_after > 0, "nothing served after the node was lost");
+    // The proxy and the worker of node a moved to node b.
+    for (mgmt, role) in [(&pmgmt, "proxy"), (&workers[0].1, "worker")] {
+        let status = wait_for_status(mgmt, role)["result"]["nats"].clone();
+        assert_eq!(node_of(mgmt, role), port_b, "{role}: {status}");
+        assert_eq!(status["connects"], 2, "{role}: {status}");
     }
 }

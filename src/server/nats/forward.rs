@@ -8,7 +8,10 @@
 //!
 //! A request ends in exactly one of:
 //! - the worker's reply, passed on as it is;
-//! - no responders: no worker serves the agent, said at once;
+//! - no responders: no worker serves the agent, said at once; unless the
+//!   agent was answered in the last [`SERVED_LATELY`], when its workers are
+//!   most likely failing over to another NATS node, and get
+//!   [`MEMBERS_RETURN`] to come back;
 //! - silence for [`LOST_AFTER`] (no reply, no working message): the worker
 //!   is gone, and the request, a read and so safe to repeat, is sent once
 //!   more to the agent's queue group, where another member takes it; a
@@ -32,6 +35,13 @@ use super::{ANY_AGENT, LOST_AFTER, NatsStats, REFUSED, TEXT, WORKING, subject_of
 use crate::methods::Reply;
 use crate::server::route::Answer;
 
+/// An agent answered within this long has workers; a moment without
+/// responders is their failover, not their absence.
+const SERVED_LATELY: Duration = Duration::from_secs(10);
+/// How long a request waits for such an agent's workers to come back.
+const MEMBERS_RETURN: Duration = Duration::from_secs(2);
+const RETURN_POLL: Duration = Duration::from_millis(100);
+
 type Waiting = Mutex<HashMap<u64, mpsc::UnboundedSender<Message>>>;
 
 pub struct Forwarder {
@@ -40,6 +50,9 @@ pub struct Forwarder {
     inbox: String,
     waiting: Waiting,
     next: AtomicU64,
+    /// When each agent last had a reply, for telling an agent nobody
+    /// serves from one whose workers are failing over.
+    served: Mutex<HashMap<String, Instant>>,
     stats: Arc<NatsStats>,
     deadline: Duration,
 }
@@ -71,6 +84,7 @@ impl Forwarder {
             inbox,
             waiting: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
+            served: Mutex::new(HashMap::new()),
             stats,
             deadline,
         });
@@ -99,22 +113,42 @@ impl Forwarder {
         };
         let payload = Bytes::copy_from_slice(body);
         let mut retried = false;
+        let mut members_gone_since: Option<Instant> = None;
         loop {
             let waited = self.ask(&subject, payload.clone(), deadline).await;
             let (counter, msg) = match waited {
                 Ok(Waited::Reply(message)) => {
                     self.stats.answered.fetch_add(1, Ordering::Relaxed);
+                    self.note_served(&agent);
                     return answer_of(message);
                 }
-                Ok(Waited::NoResponders) if !retried => {
-                    (&self.stats.no_worker, format!("no worker serves {target}"))
+                // A worker would have refused it; with none, it is refused here.
+                Ok(Waited::NoResponders) if agent.is_empty() => {
+                    self.stats.no_worker.fetch_add(1, Ordering::Relaxed);
+                    return Answer::of(&crate::server::dispatch::refusal_of(body));
                 }
-                Ok(Waited::NoResponders) => (
-                    &self.stats.lost,
-                    format!(
-                        "the worker for {target} was lost before replying, and no other worker serves it"
-                    ),
-                ),
+                Ok(Waited::NoResponders) => {
+                    // Served a moment ago: its workers are most likely moving
+                    // to another NATS node (or restarting); give them a moment.
+                    let since = *members_gone_since.get_or_insert_with(Instant::now);
+                    if self.served_lately(&agent)
+                        && since.elapsed() < MEMBERS_RETURN
+                        && Instant::now() + RETURN_POLL < deadline
+                    {
+                        tokio::time::sleep(RETURN_POLL).await;
+                        continue;
+                    }
+                    if retried {
+                        (
+                            &self.stats.lost,
+                            format!(
+                                "the worker for {target} was lost before replying, and no other worker serves it"
+                            ),
+                        )
+                    } else {
+                        (&self.stats.no_worker, format!("no worker serves {target}"))
+                    }
+                }
                 Ok(Waited::Silent) if !self.stats.is_connected() => (
                     &self.stats.failed,
                     format!("lost the connection to NATS while waiting for {target}"),
@@ -144,6 +178,26 @@ impl Forwarder {
             counter.fetch_add(1, Ordering::Relaxed);
             return Answer::of(&Reply::error(msg));
         }
+    }
+
+    /// Remembers that `agent` had a worker just now.
+    fn note_served(&self, agent: &str) {
+        if let Ok(mut served) = self.served.lock() {
+            match served.get_mut(agent) {
+                Some(when) => *when = Instant::now(),
+                None => {
+                    served.insert(agent.to_string(), Instant::now());
+                }
+            }
+        }
+    }
+
+    fn served_lately(&self, agent: &str) -> bool {
+        self.served
+            .lock()
+            .ok()
+            .and_then(|s| s.get(agent).map(|when| when.elapsed() < SERVED_LATELY))
+            .unwrap_or(false)
     }
 
     /// Publishes the request once and waits for how that attempt ends.
