@@ -831,3 +831,105 @@ fn a_nats_cluster_loses_a_node_under_load_and_serves_on() {
         assert_eq!(status["connects"], 2, "{role}: {status}");
     }
 }
+
+/// Every answer to a `$SRV` request within half a second (the service API
+/// is fan-out: each instance answers).
+async fn service_answers(client: &async_nats::Client, subject: &str) -> Vec<Value> {
+    use futures::StreamExt;
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await.expect("subscribe");
+    client
+        .publish_with_reply(subject.to_string(), inbox, "".into())
+        .await
+        .expect("publish");
+    let mut found = Vec::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), answers.next()).await
+    {
+        found.push(serde_json::from_slice(&message.payload).expect("JSON"));
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_are_a_nats_service_with_an_endpoint_per_agent() {
+    let nats = NatsServer::start();
+    let sim = Simulator::start(&[]);
+    let reg = Registry::with_agent(&sim.url, "vc01.example.org", "pass");
+    let dir = tempfile::tempdir().expect("dir");
+    let wconf = conf(&dir, "w.conf", "");
+    let (_w1, m1) = nats_worker(&reg, &nats, &wconf);
+    let (_w2, m2) = nats_worker(&reg, &nats, &wconf);
+    subjects(&m1, 1);
+    subjects(&m2, 1);
+    let (_proxy, front, _pmgmt) = nats_proxy(&nats, &conf(&dir, "p.conf", ""));
+    for name in ["DC0_H0_VM0", "no-such-vm", "DC0_H0_VM1"] {
+        client(
+            &front,
+            &["-m", "vm.get", "-V", "vc01.example.org", "-n", name],
+            10_000,
+        );
+    }
+    let nats_client = async_nats::connect(nats.url.as_str())
+        .await
+        .expect("connect");
+    let pings = service_answers(&nats_client, "$SRV.PING.vpoller").await;
+    assert_eq!(pings.len(), 2, "{pings:?}");
+    let id_of = |mgmt: &str| {
+        wait_for_status(mgmt, "worker")["result"]["nats"]["service"]["id"]
+            .as_str()
+            .expect("the worker's service id")
+            .to_string()
+    };
+    let mut ids: Vec<String> = pings
+        .iter()
+        .map(|p| p["id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    ids.sort();
+    let mut expected = vec![id_of(&m1), id_of(&m2)];
+    expected.sort();
+    assert_eq!(ids, expected);
+    for ping in &pings {
+        assert_eq!(ping["type"], "io.nats.micro.v1.ping_response");
+        assert_eq!(ping["name"], "vpoller");
+    }
+    let info = service_answers(&nats_client, &format!("$SRV.INFO.vpoller.{}", id_of(&m1))).await;
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!(
+        info[0]["endpoints"][0],
+        json!({"name": "vc01_2Eexample_2Eorg", "subject": "vpoller.v1.agent.vc01_2Eexample_2Eorg",
+               "queue_group": "vpoller.v1.agent.vc01_2Eexample_2Eorg", "metadata": {"agent": "vc01.example.org"}})
+    );
+    // The three requests, split between the two workers as NATS chose.
+    let stats = service_answers(&nats_client, "$SRV.STATS").await;
+    assert_eq!(stats.len(), 2, "{stats:?}");
+    let agent_endpoint = |s: &Value| {
+        s["endpoints"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["name"] == "vc01_2Eexample_2Eorg"))
+            .cloned()
+            .expect("the agent's endpoint")
+    };
+    let requests: u64 = stats
+        .iter()
+        .map(|s| agent_endpoint(s)["num_requests"].as_u64().unwrap_or(0))
+        .sum();
+    let errors: u64 = stats
+        .iter()
+        .map(|s| agent_endpoint(s)["num_errors"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!((requests, errors), (3, 1), "{stats:?}");
+    assert!(
+        stats
+            .iter()
+            .any(|s| agent_endpoint(s)["last_error"] == "Cannot find object no-such-vm"),
+        "{stats:?}"
+    );
+    assert!(
+        stats[0]["started"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{}",
+        stats[0]
+    );
+}

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 pub mod forward;
 pub mod frontend;
+pub mod service;
 pub mod worker;
 
 /// Requests that name no agent (or not as a string) go here, to any
@@ -156,6 +157,8 @@ pub struct NatsStats {
     pub failed: AtomicU64,
     /// Worker: messages saying a request is still being worked on.
     pub working: AtomicU64,
+    /// Worker: its id in the NATS service API.
+    pub service_id: OnceLock<String>,
 }
 
 /// What async-nats counts of a connection.
@@ -233,6 +236,7 @@ impl NatsStats {
             "lost": load(&self.lost),
             "failed": load(&self.failed),
             "working_messages": load(&self.working),
+            "service": self.service_id.get().map(|id| json!({"name": service::NAME, "id": id})),
         })
     }
 }

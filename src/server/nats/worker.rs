@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
+use super::service::{EndpointCounters, Service};
 use super::{ANY_AGENT, NatsStats, REFUSED, TEXT, WORKING, WORKING_EVERY, connect, subject_of};
 use crate::agents::RegistryAgents;
 use crate::server::config::Config;
@@ -32,6 +33,15 @@ pub async fn serve_worker(
 ) -> Result<(), String> {
     let client = connect(&config.nats, "vpoller worker").await?;
     stats.connected(&client, &config.nats.url);
+    let id = client
+        .new_inbox()
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let _ = stats.service_id.set(id.clone());
+    let service = Arc::new(Service::new(id));
+    let announcing = super::service::announce(client.clone(), service.clone()).await?;
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let in_flight = Arc::new(AtomicU64::new(0));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -58,6 +68,9 @@ pub async fn serve_worker(
             let keep = wanted.contains_key(subject) && !task.is_finished();
             if !keep {
                 task.abort();
+                if !wanted.contains_key(subject) {
+                    service.remove(subject);
+                }
             }
             keep
         });
@@ -80,6 +93,7 @@ pub async fn serve_worker(
                 client: client.clone(),
                 dispatcher: dispatcher.clone(),
                 stats: stats.clone(),
+                endpoint: service.add(&subject, &agent),
                 done: done_tx.clone(),
                 in_flight: in_flight.clone(),
             };
@@ -98,6 +112,7 @@ pub async fn serve_worker(
     for (_, task) in subscriptions.drain() {
         task.abort();
     }
+    announcing.abort();
     let finished = async {
         while in_flight.load(Ordering::Acquire) > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -116,6 +131,8 @@ struct Answering {
     client: async_nats::Client,
     dispatcher: Arc<Dispatcher>,
     stats: Arc<NatsStats>,
+    /// This subject's counts in the service API.
+    endpoint: Arc<EndpointCounters>,
     /// Told when the subscription ends, so that the worker subscribes again.
     done: tokio::sync::mpsc::UnboundedSender<()>,
     in_flight: Arc<AtomicU64>,
@@ -145,6 +162,7 @@ async fn answer_requests(mut subscriber: async_nats::Subscriber, answering: Answ
 /// the frontend sends the request to another member.
 async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payload: &[u8]) {
     let client = &answering.client;
+    let started = std::time::Instant::now();
     let work = answering.dispatcher.handle_reply(payload);
     tokio::pin!(work);
     let reply = loop {
@@ -160,6 +178,8 @@ async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payloa
             }
         }
     };
+    let error = (!reply.success).then_some(reply.msg.as_str());
+    answering.endpoint.record(started.elapsed(), error);
     let answer = Answer::of(&reply);
     let sent = if answer.refused || answer.text {
         let mut headers = HeaderMap::new();
