@@ -68,8 +68,9 @@ pub struct DaemonArgs {
     #[arg(long = "methods-dir", value_name = "DIR")]
     pub methods_dirs: Vec<PathBuf>,
 
-    /// NATS servers (worker, proxy; overrides [nats] url): a worker answers
-    /// its agents' subjects, a proxy forwards to them
+    /// NATS servers, comma-separated (overrides [nats] url): a worker
+    /// answers its agents' subjects; a proxy or daemon runs no methods and
+    /// forwards every request to them
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
 
