@@ -28,9 +28,20 @@ def conf_file(tmp, text):
     return path
 
 
-def measure(front, reqs, seconds, clients):
+def cpu_seconds(pid):
+    """User + system CPU time of a process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(front, reqs, seconds, clients, procs):
+    """The load's result, with the CPU each process spent per request."""
     run_load(front, reqs, 1, clients)
-    return run_load(front, reqs, seconds, clients)
+    before = {name: cpu_seconds(p.pid) for name, p in procs}
+    r = run_load(front, reqs, seconds, clients)
+    done = max(1, r["rps"] * seconds)
+    r["cpu_us"] = {name: (cpu_seconds(p.pid) - before[name]) * 1e6 / done for name, p in procs}
+    return r
 
 
 def main():
@@ -52,6 +63,7 @@ def main():
 
             daemon, d_front, d_mgmt = start_daemon(tmp, db, key, "pin = VirtualMachine:runtime.powerState")
             procs.append(daemon)
+            layouts = {"daemon": (d_front, [("daemon", daemon)])}
             run_load(d_front, reqs[:1], 0.2, 1)
             wait_mirror(d_mgmt)
 
@@ -65,11 +77,13 @@ def main():
             wait_port(int(front.rsplit(":", 1)[1]))
             run_load(front, reqs[:1], 0.5, 1)
             wait_mirror(wm)
+            layouts["ZeroMQ broker + worker"] = (front, [("broker", procs[-2]), ("worker", procs[-1])])
 
             # NATS: nats-server, a NATS proxy and one NATS worker.
             nats_port = free_port()
             procs.append(subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(nats_port)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            nats_server = procs[-1]
             wait_port(nats_port)
             nats = f"nats://127.0.0.1:{nats_port}"
             n_front, n_pm, n_wm = (f"tcp://127.0.0.1:{free_port()}" for _ in range(3))
@@ -82,13 +96,14 @@ def main():
             while time.time() < deadline and run_load(n_front, reqs[:1], 0.3, 1)["errors"]:
                 time.sleep(0.2)
             wait_mirror(n_wm)
+            layouts["NATS proxy + worker"] = (n_front, [("proxy", procs[-1]), ("nats-server", nats_server),
+                                                        ("worker", procs[-2])])
 
             results = {}
             # Alternated twice, so that no layout gets the quieter half.
             for _ in range(2):
-                for label, ep in [("daemon", d_front), ("ZeroMQ broker + worker", front),
-                                  ("NATS proxy + worker", n_front)]:
-                    r = measure(ep, reqs, args.seconds // 2 or 1, args.clients)
+                for label, (ep, measured_procs) in layouts.items():
+                    r = measure(ep, reqs, args.seconds // 2 or 1, args.clients, measured_procs)
                     prev = results.setdefault(label, [])
                     prev.append(r)
             print(f"== {2 * per_pool} VMs, mirrored vm.get, {args.clients} REQ clients")
@@ -98,7 +113,9 @@ def main():
                 rate[label] = rps
                 p99 = max(r["p99_ms"] for r in runs)
                 errors = sum(r["errors"] for r in runs)
-                print(f"{label:24s} {rps:8.0f} req/s  p99 {p99:6.2f} ms  errors {errors}")
+                cpu = "  ".join(f"{name} {sum(r['cpu_us'][name] for r in runs) / len(runs):.0f}"
+                                for name in runs[0]["cpu_us"])
+                print(f"{label:24s} {rps:8.0f} req/s  p99 {p99:6.2f} ms  errors {errors}  CPU us/request: {cpu}")
             print(f"NATS / ZeroMQ broker: {rate['NATS proxy + worker'] / rate['ZeroMQ broker + worker']:.2f}x "
                   f"(target >= 0.8); NATS / daemon: {rate['NATS proxy + worker'] / rate['daemon']:.2f}x")
         finally:
