@@ -433,18 +433,20 @@ fn signal(service: &Service, name: &str) {
     assert!(status.success());
 }
 
-/// Slow SOAP (every RetrievePropertiesEx takes a second), the mirror off:
+/// Slow SOAP (every RetrievePropertiesEx takes `delay_ms`), the mirror off:
 /// a request stays with its worker long enough to lose the worker.
 fn slow_vcenter_workers(
     nats: &NatsServer,
     count: usize,
+    delay_ms: u32,
 ) -> (
     Simulator,
     Registry,
     Vec<(Service, String)>,
     tempfile::TempDir,
 ) {
-    let sim = Simulator::start(&["-method-delay", "RetrievePropertiesEx:1000"]);
+    let delay = format!("RetrievePropertiesEx:{delay_ms}");
+    let sim = Simulator::start(&["-method-delay", &delay]);
     let reg = Registry::new(&sim.url);
     let dir = tempfile::tempdir().expect("dir");
     let wconf = conf(&dir, "w.conf", "[mirror]\nenabled = false\n");
@@ -460,7 +462,7 @@ fn slow_vcenter_workers(
 #[test]
 fn a_worker_lost_mid_request_is_retried_once_on_another_member() {
     let nats = NatsServer::start();
-    let (_sim, _reg, mut workers, dir) = slow_vcenter_workers(&nats, 2);
+    let (_sim, _reg, mut workers, dir) = slow_vcenter_workers(&nats, 2, 1000);
     let (_front_service, front, fmgmt) = nats_frontend(
         "daemon",
         &nats.url,
@@ -527,7 +529,7 @@ fn a_worker_lost_mid_request_is_retried_once_on_another_member() {
 #[test]
 fn a_stalled_worker_that_wakes_up_late_does_not_reply_twice() {
     let nats = NatsServer::start();
-    let (_sim, _reg, mut workers, dir) = slow_vcenter_workers(&nats, 1);
+    let (_sim, _reg, mut workers, dir) = slow_vcenter_workers(&nats, 1, 1000);
     let (_front_service, front, fmgmt) = nats_proxy(
         &nats,
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 20\n"),
@@ -931,5 +933,37 @@ async fn workers_are_a_nats_service_with_an_endpoint_per_agent() {
             .is_some_and(|t| t.ends_with('Z')),
         "{}",
         stats[0]
+    );
+}
+
+#[test]
+fn a_request_past_its_deadline_gets_vpollers_timeout_error_and_no_retry() {
+    let nats = NatsServer::start();
+    // Two slow SOAP calls (name index, then the properties): 6 s, past
+    // the silence after which a worker counts as lost.
+    let (_sim, _reg, _workers, dir) = slow_vcenter_workers(&nats, 2, 3000);
+    let (_proxy, front, pmgmt) = nats_proxy(
+        &nats,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 4\n"),
+    );
+    let asked = Instant::now();
+    let replies = replies_to(
+        &front,
+        VM_GET,
+        Duration::from_secs(10),
+        Duration::from_secs(3),
+    );
+    let took = asked.elapsed() - Duration::from_secs(3);
+    assert_eq!(
+        replies,
+        vec![json!({"success": 1, "msg": "Did not receive response, aborting..."})]
+    );
+    assert!(took < Duration::from_millis(4500), "{took:?}");
+    let stats = wait_for_status(&pmgmt, "proxy")["result"]["nats"].clone();
+    // The worker was still at it, and said so: no second copy was sent.
+    assert_eq!(
+        (stats["timed_out"].clone(), stats["retried"].clone()),
+        (json!(1), json!(0)),
+        "{stats}"
     );
 }

@@ -250,8 +250,12 @@ pub async fn request(endpoint: &str, body: &str, timeout: Duration, attempts: u3
             Err(_) => tracing::debug!(attempt, "no reply from {endpoint} within {timeout:?}"),
         }
     }
-    json!({"success": 1, "msg": "Did not receive response, aborting..."}).to_string()
+    json!({"success": 1, "msg": NO_RESPONSE}).to_string()
 }
+
+/// vPoller's client's message when no reply came in time; Zabbix items and
+/// scripts know it.
+pub const NO_RESPONSE: &str = "Did not receive response, aborting...";
 
 #[cfg(test)]
 mod tests {

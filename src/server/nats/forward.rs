@@ -16,7 +16,8 @@
 //!   is gone, and the request, a read and so safe to repeat, is sent once
 //!   more to the agent's queue group, where another member takes it; a
 //!   second silence is an error;
-//! - the deadline: vPoller's timeout error.
+//! - the deadline: vPoller's timeout error ("Did not receive response,
+//!   aborting..."), with the agent and the deadline in the log.
 //!
 //! Whatever else comes for a request after it ended (a late reply from a
 //! worker that was only slow) finds no one waiting and is dropped, so a
@@ -34,6 +35,7 @@ use tokio::time::Instant;
 use super::{ANY_AGENT, LOST_AFTER, NatsStats, REFUSED, TEXT, WORKING, subject_of};
 use crate::methods::Reply;
 use crate::server::route::Answer;
+use crate::server::wire::NO_RESPONSE;
 
 /// An agent answered within this long has workers; a moment without
 /// responders is their failover, not their absence.
@@ -163,13 +165,14 @@ impl Forwarder {
                     &self.stats.lost,
                     format!("the workers for {target} were lost before replying (tried twice)"),
                 ),
-                Ok(Waited::Deadline) => (
-                    &self.stats.timed_out,
-                    format!(
-                        "no reply for {target} within {} s (request timed out)",
-                        self.deadline.as_secs_f64()
-                    ),
-                ),
+                Ok(Waited::Deadline) => {
+                    tracing::warn!(
+                        %target,
+                        seconds = self.deadline.as_secs_f64(),
+                        "no reply within [proxy] request-timeout"
+                    );
+                    (&self.stats.timed_out, NO_RESPONSE.to_string())
+                }
                 Err(e) => (
                     &self.stats.failed,
                     format!("cannot reach NATS for {target}: {e}"),
