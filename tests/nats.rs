@@ -967,3 +967,44 @@ fn a_request_past_its_deadline_gets_vpollers_timeout_error_and_no_retry() {
         "{stats}"
     );
 }
+
+#[test]
+fn replies_larger_than_the_servers_max_payload_come_whole_in_parts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let small = conf(&dir, "nats.conf", "max_payload: 2048\n");
+    let nats = NatsServer::start_with(free_port(), &["-c", &small]);
+    let sim = Simulator::start(&["-vm", "20"]);
+    let reg = Registry::new(&sim.url);
+    let (_worker, wmgmt) = nats_worker(&reg, &nats, &conf(&dir, "w.conf", ""));
+    subjects(&wmgmt, 1);
+    let (_local, local_front, _) = daemon(&reg);
+    let (_forwarding, front, _mgmt) = nats_frontend(
+        "daemon",
+        &nats.url,
+        &conf(&dir, "d.conf", "[proxy]\nrequest-timeout = 10\n"),
+    );
+    let once = |front: &str, body: &str| {
+        let replies = raw_replies_to(front, body, Duration::from_secs(15), Duration::ZERO);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        replies[0].clone()
+    };
+    let discover = r#"{"method": "vm.discover", "hostname": "vcsim", "properties": ["name", "runtime.powerState", "config.guestFullName", "summary.config.vmPathName"]}"#;
+    let local = once(&local_front, discover);
+    assert!(local.len() > 3 * 2048, "a reply of {} bytes", local.len());
+    assert_eq!(once(&front, discover), local);
+    // A request the server cannot carry is refused with the reason.
+    let long_name = "x".repeat(3000);
+    let big = json!({"method": "vm.get", "hostname": "vcsim", "name": long_name}).to_string();
+    let refused: Value = serde_json::from_str(&once(&front, &big)).expect("JSON");
+    assert_eq!(refused["success"], 1);
+    assert!(
+        refused["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_payload (2048 bytes)")),
+        "{refused}"
+    );
+    // Over the request limit: refused unread, as the local daemon does.
+    let huge =
+        json!({"method": "vm.get", "hostname": "vcsim", "name": "x".repeat(2 << 20)}).to_string();
+    assert_eq!(once(&front, &huge), once(&local_front, &huge));
+}

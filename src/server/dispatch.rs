@@ -78,7 +78,7 @@ impl Dispatcher {
 
     async fn reply(&self, frame: &[u8]) -> (Option<String>, Option<String>, Reply) {
         if frame.len() > MAX_REQUEST_BYTES {
-            return (None, None, Reply::refusal("Invalid message received"));
+            return (None, None, oversize());
         }
         let Ok(request) = serde_json::from_slice::<Value>(frame) else {
             return (None, None, invalid_message(frame));
@@ -98,6 +98,11 @@ impl Dispatcher {
         let reply = self.host.handle(request).await;
         (method, agent, reply)
     }
+}
+
+/// What a frame over [`MAX_REQUEST_BYTES`] gets, unread.
+pub fn oversize() -> Reply {
+    Reply::refusal("Invalid message received")
 }
 
 /// What a frame that names no agent gets, from a process that cannot run it

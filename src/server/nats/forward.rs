@@ -32,8 +32,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{ANY_AGENT, LOST_AFTER, NatsStats, REFUSED, TEXT, WORKING, subject_of};
+use super::{ANY_AGENT, LOST_AFTER, NatsStats, PART, REFUSED, TEXT, WORKING, subject_of};
 use crate::methods::Reply;
+use crate::server::dispatch::MAX_REQUEST_BYTES;
 use crate::server::route::Answer;
 use crate::server::wire::NO_RESPONSE;
 
@@ -61,7 +62,7 @@ pub struct Forwarder {
 
 /// How a request's wait for its worker ended.
 enum Waited {
-    Reply(Message),
+    Reply(Answer),
     NoResponders,
     Silent,
     Deadline,
@@ -104,6 +105,19 @@ impl Forwarder {
     pub async fn forward(&self, body: &[u8]) -> Answer {
         let deadline = Instant::now() + self.deadline;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        // Refused unread, as a worker would; and never parsed here.
+        if body.len() > MAX_REQUEST_BYTES {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return Answer::of(&crate::server::dispatch::oversize());
+        }
+        let max_payload = self.client.server_info().max_payload;
+        if body.len() > max_payload {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return Answer::of(&Reply::error(format!(
+                "the request ({} bytes) is larger than the NATS server's max_payload ({max_payload} bytes)",
+                body.len()
+            )));
+        }
         let (subject, agent) = match agent_of(body) {
             Some(agent) => (subject_of(&agent), agent),
             None => (ANY_AGENT.to_string(), String::new()),
@@ -119,10 +133,10 @@ impl Forwarder {
         loop {
             let waited = self.ask(&subject, payload.clone(), deadline).await;
             let (counter, msg) = match waited {
-                Ok(Waited::Reply(message)) => {
+                Ok(Waited::Reply(answer)) => {
                     self.stats.answered.fetch_add(1, Ordering::Relaxed);
                     self.note_served(&agent);
-                    return answer_of(message);
+                    return answer;
                 }
                 // A worker would have refused it; with none, it is refused here.
                 Ok(Waited::NoResponders) if agent.is_empty() => {
@@ -232,6 +246,7 @@ impl Forwarder {
             Err(_) => return Ok(Waited::Deadline),
         }
         let mut heard = Instant::now();
+        let mut parts = Parts::default();
         loop {
             let wake = deadline.min(heard + LOST_AFTER);
             tokio::select! {
@@ -240,11 +255,17 @@ impl Forwarder {
                     if message.status == Some(StatusCode::NO_RESPONDERS) {
                         return Ok(Waited::NoResponders);
                     }
+                    heard = Instant::now();
                     if has(&message.headers, WORKING) {
-                        heard = Instant::now();
                         continue;
                     }
-                    return Ok(Waited::Reply(message));
+                    if let Some(part) = header(&message.headers, PART).map(str::to_string) {
+                        match parts.add(&part, message)? {
+                            Some(answer) => return Ok(Waited::Reply(answer)),
+                            None => continue,
+                        }
+                    }
+                    return Ok(Waited::Reply(answer_of(message)));
                 }
                 () = tokio::time::sleep_until(wake) => {
                     return Ok(if Instant::now() >= deadline { Waited::Deadline } else { Waited::Silent });
@@ -290,8 +311,43 @@ async fn pass_on(forwarder: Weak<Forwarder>, mut subscriber: async_nats::Subscri
     }
 }
 
+fn header<'a>(headers: &'a Option<HeaderMap>, name: &str) -> Option<&'a str> {
+    headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
 fn has(headers: &Option<HeaderMap>, name: &str) -> bool {
-    headers.as_ref().is_some_and(|h| h.get(name).is_some())
+    header(headers, name).is_some()
+}
+
+/// The parts of a reply larger than the server's `max_payload`, as they
+/// come: in order, since NATS keeps the order of one publisher's messages.
+#[derive(Default)]
+struct Parts {
+    body: Vec<u8>,
+    received: usize,
+}
+
+impl Parts {
+    /// Takes part `k/n`; the whole reply once the last part is in.
+    fn add(&mut self, part: &str, message: Message) -> Result<Option<Answer>, String> {
+        let numbers = part
+            .split_once('/')
+            .and_then(|(k, n)| Some((k.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+        let Some((k, n)) = numbers.filter(|(k, n)| *k == self.received + 1 && k <= n) else {
+            return Err(format!(
+                "a worker's reply came in parts out of order ({part} after {})",
+                self.received
+            ));
+        };
+        self.body.extend_from_slice(&message.payload);
+        self.received = k;
+        if k < n {
+            return Ok(None);
+        }
+        let mut whole = answer_of(message);
+        whole.body = Bytes::from(std::mem::take(&mut self.body));
+        Ok(Some(whole))
+    }
 }
 
 fn answer_of(message: Message) -> Answer {

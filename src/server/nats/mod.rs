@@ -46,6 +46,8 @@ pub const WORKING: &str = "Vpoller-Working";
 pub const REFUSED: &str = "Vpoller-Refused";
 /// The reply is a helper's plain text.
 pub const TEXT: &str = "Vpoller-Text";
+/// Part `k/n` of a reply larger than the server's `max_payload`.
+pub const PART: &str = "Vpoller-Part";
 
 /// `[nats]` of the configuration. Credentials and TLS material come from
 /// files, never from the command line.

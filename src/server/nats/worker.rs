@@ -10,10 +10,13 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::service::{EndpointCounters, Service};
-use super::{ANY_AGENT, NatsStats, REFUSED, TEXT, WORKING, WORKING_EVERY, connect, subject_of};
+use super::{
+    ANY_AGENT, NatsStats, PART, REFUSED, TEXT, WORKING, WORKING_EVERY, connect, subject_of,
+};
 use crate::agents::RegistryAgents;
 use crate::server::config::Config;
 use crate::server::dispatch::Dispatcher;
+use crate::methods::Reply;
 use crate::server::route::Answer;
 
 /// How long a stopping worker waits for its last replies to reach NATS.
@@ -180,20 +183,15 @@ async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payloa
     };
     let error = (!reply.success).then_some(reply.msg.as_str());
     answering.endpoint.record(started.elapsed(), error);
-    let answer = Answer::of(&reply);
-    let sent = if answer.refused || answer.text {
-        let mut headers = HeaderMap::new();
-        if answer.refused {
-            headers.insert(REFUSED, "1");
+    let sent = match send_answer(client, reply_to.clone(), Answer::of(&reply)).await {
+        // Say why, rather than leave the frontend to take the silence for
+        // a lost worker and ask again.
+        Err(e) if e.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded => {
+            tracing::warn!("cannot send a reply over NATS: {e}");
+            let error = Reply::error(format!("the worker could not send its reply: {e}"));
+            send_answer(client, reply_to, Answer::of(&error)).await
         }
-        if answer.text {
-            headers.insert(TEXT, "1");
-        }
-        client
-            .publish_with_headers(reply_to, headers, answer.body)
-            .await
-    } else {
-        client.publish(reply_to, answer.body).await
+        sent => sent,
     };
     match sent {
         Ok(()) => answering.stats.answered.fetch_add(1, Ordering::Relaxed),
@@ -202,4 +200,56 @@ async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payloa
             answering.stats.failed.fetch_add(1, Ordering::Relaxed)
         }
     };
+}
+
+/// Room left in a message for the headers of a part.
+const HEADER_ROOM: usize = 1024;
+
+/// Sends a reply: as one message, or in parts when it is larger than the
+/// server's `max_payload` (a discover of a large inventory can be). The
+/// flags ride on every message that carries them; parts say `k/n`.
+async fn send_answer(
+    client: &async_nats::Client,
+    reply_to: async_nats::Subject,
+    answer: Answer,
+) -> Result<(), async_nats::PublishError> {
+    let headers = |part: Option<(usize, usize)>| {
+        let mut headers = HeaderMap::new();
+        if answer.refused {
+            headers.insert(REFUSED, "1");
+        }
+        if answer.text {
+            headers.insert(TEXT, "1");
+        }
+        if let Some((k, n)) = part {
+            headers.insert(PART, format!("{k}/{n}").as_str());
+        }
+        headers
+    };
+    let room = client
+        .server_info()
+        .max_payload
+        .saturating_sub(HEADER_ROOM)
+        .max(HEADER_ROOM);
+    if answer.body.len() > room {
+        let count = answer.body.len().div_ceil(room);
+        for (i, start) in (0..answer.body.len()).step_by(room).enumerate() {
+            let end = (start + room).min(answer.body.len());
+            client
+                .publish_with_headers(
+                    reply_to.clone(),
+                    headers(Some((i + 1, count))),
+                    answer.body.slice(start..end),
+                )
+                .await?;
+        }
+        return Ok(());
+    }
+    if answer.refused || answer.text {
+        client
+            .publish_with_headers(reply_to, headers(None), answer.body.clone())
+            .await
+    } else {
+        client.publish(reply_to, answer.body).await
+    }
 }
