@@ -11,8 +11,8 @@
 
 mod common;
 
-use common::Simulator;
 use common::services::*;
+use common::{Simulator, eventually};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -135,23 +135,6 @@ impl Daemon {
         self.session(agent)["request_soap_calls"]
             .as_u64()
             .unwrap_or(u64::MAX)
-    }
-}
-
-/// Polls `check` until it holds, failing after `within`; returns how long
-/// it took.
-fn eventually(
-    within: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Result<(), String>,
-) -> Duration {
-    let started = Instant::now();
-    loop {
-        match check() {
-            Ok(()) => return started.elapsed(),
-            Err(e) if started.elapsed() > within => panic!("{what}: not within {within:?}: {e}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
     }
 }
 

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::Simulator;
 use common::services::*;
+use common::{Simulator, eventually};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,11 +49,11 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server (Debian package nats-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(Duration::from_secs(10), "nats-server started", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
         NatsServer {
             child,
             url: format!("nats://127.0.0.1:{port}"),
@@ -90,16 +90,28 @@ fn nats_worker(reg: &Registry, nats: &NatsServer, conf: &str) -> (Service, Strin
 /// The subjects a worker serves, once it has subscribed to `agents` of them
 /// and to the one for requests that name no agent.
 fn subjects(mgmt: &str, agents: usize) -> Value {
-    let count = agents + 1;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let subjects = wait_for_status(mgmt, "worker")["result"]["nats"]["subjects"].clone();
-        if subjects.as_array().map(Vec::len) == Some(count) {
-            return subjects;
+    let mut subjects = Value::Null;
+    eventually(Duration::from_secs(10), "the worker's subjects", || {
+        subjects = wait_for_status(mgmt, "worker")["result"]["nats"]["subjects"].clone();
+        match subjects.as_array().map(Vec::len) {
+            Some(n) if n == agents + 1 => Ok(()),
+            _ => Err(subjects.to_string()),
         }
-        assert!(Instant::now() < deadline, "subjects: {subjects}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
+    subjects
+}
+
+/// Counters of a process's NATS status, by name.
+fn nats_counts(mgmt: &str, role: &str, names: &[&str]) -> Vec<u64> {
+    let stats = wait_for_status(mgmt, role)["result"]["nats"].clone();
+    names
+        .iter()
+        .map(|n| {
+            stats[*n]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{n} in {stats}"))
+        })
+        .collect()
 }
 
 fn nats_proxy(nats: &NatsServer, conf: &str) -> (Service, String, String) {
@@ -335,18 +347,16 @@ fn a_restarted_nats_server_is_found_again_by_workers_and_proxy() {
         .spawn()
         .expect("restart nats-server");
     nats.child = restarted;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = ask();
-        if reply["success"] == 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not served again after the restart: {reply}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        Duration::from_secs(20),
+        "served again after the restart",
+        || {
+            let reply = ask();
+            (reply["success"] == 0)
+                .then_some(())
+                .ok_or(reply.to_string())
+        },
+    );
 }
 
 #[test]
@@ -411,18 +421,15 @@ const VM_GET: &str = r#"{"method": "vm.get", "hostname": "vcsim", "name": "DC0_H
 
 /// The live worker that is working on a request now.
 fn holder(workers: &mut [(Service, String)]) -> &mut (Service, String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let busy = workers.iter_mut().position(|(service, mgmt)| {
+    let mut busy = None;
+    eventually(Duration::from_secs(10), "a worker took the request", || {
+        busy = workers.iter_mut().position(|(service, mgmt)| {
             service.is_running()
                 && wait_for_status(mgmt, "worker")["result"]["requests"]["in_flight"] == 1
         });
-        if let Some(i) = busy {
-            return &mut workers[i];
-        }
-        assert!(Instant::now() < deadline, "no worker took the request");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        busy.map(drop).ok_or_else(|| "none is working".to_string())
+    });
+    &mut workers[busy.unwrap_or_default()]
 }
 
 fn signal(service: &Service, name: &str) {
@@ -491,11 +498,9 @@ fn a_worker_lost_mid_request_is_retried_once_on_another_member() {
         took < Duration::from_secs(20),
         "within the deadline: {took:?}"
     );
-    let stats = wait_for_status(&fmgmt, "daemon")["result"]["nats"].clone();
     assert_eq!(
-        (stats["retried"].clone(), stats["answered"].clone()),
-        (json!(1), json!(1)),
-        "{stats}"
+        nats_counts(&fmgmt, "daemon", &["retried", "answered"]),
+        [1, 1]
     );
 
     // The last member lost too: an error naming the agent, long before
@@ -560,25 +565,16 @@ fn a_stalled_worker_that_wakes_up_late_does_not_reply_twice() {
             json!({"success": 1, "msg": "the workers for agent vcsim were lost before replying (tried twice)"})
         ]
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let answered =
-            wait_for_status(&workers[0].1, "worker")["result"]["nats"]["answered"].clone();
-        if answered == 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the woken worker answered {answered}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let stats = wait_for_status(&fmgmt, "proxy")["result"]["nats"].clone();
-    assert_eq!(
-        (stats["retried"].clone(), stats["lost"].clone()),
-        (json!(1), json!(1)),
-        "{stats}"
+    eventually(
+        Duration::from_secs(10),
+        "the woken worker answered both",
+        || {
+            let answered =
+                wait_for_status(&workers[0].1, "worker")["result"]["nats"]["answered"].clone();
+            (answered == 2).then_some(()).ok_or(answered.to_string())
+        },
     );
+    assert_eq!(nats_counts(&fmgmt, "proxy", &["retried", "lost"]), [1, 1]);
 }
 
 #[test]
@@ -694,24 +690,17 @@ fn a_daemon_on_nats_answers_zeromq_and_http_as_a_local_daemon_does() {
     );
     // Without NATS the frontend is not ready, and says why.
     drop(nats);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually(Duration::from_secs(10), "not ready without NATS", || {
         let (status, body) = http_request(
             "GET",
             &format!("http://127.0.0.1:{nats_http}/readyz"),
             None,
             None,
         );
-        if status == 503 {
-            assert!(body.contains("\"connected\":false"), "{body}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still ready without NATS: {body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        (status == 503 && body.contains("\"connected\":false"))
+            .then_some(())
+            .ok_or(body)
+    });
 }
 
 #[test]
@@ -753,11 +742,12 @@ fn a_nats_cluster_loses_a_node_under_load_and_serves_on() {
         )
     };
     // The routes are up when a request crosses them.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while ask(&front)["success"] != 0 {
-        assert!(Instant::now() < deadline, "the cluster never served");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(Duration::from_secs(15), "the cluster served", || {
+        let reply = ask(&front);
+        (reply["success"] == 0)
+            .then_some(())
+            .ok_or(reply.to_string())
+    });
     let node_of = |mgmt: &str, role: &str| {
         wait_for_status(mgmt, role)["result"]["nats"]["server"]["address"]
             .as_str()
@@ -959,12 +949,10 @@ fn a_request_past_its_deadline_gets_vpollers_timeout_error_and_no_retry() {
         vec![json!({"success": 1, "msg": "Did not receive response, aborting..."})]
     );
     assert!(took < Duration::from_millis(4500), "{took:?}");
-    let stats = wait_for_status(&pmgmt, "proxy")["result"]["nats"].clone();
     // The worker was still at it, and said so: no second copy was sent.
     assert_eq!(
-        (stats["timed_out"].clone(), stats["retried"].clone()),
-        (json!(1), json!(0)),
-        "{stats}"
+        nats_counts(&pmgmt, "proxy", &["timed_out", "retried"]),
+        [1, 0]
     );
 }
 

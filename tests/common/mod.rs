@@ -346,3 +346,20 @@ pub async fn replaying_proxy(
     });
     format!("http://{address}/sdk")
 }
+
+/// Polls `check` until it holds, failing after `within`; returns how long
+/// it took.
+pub fn eventually(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(()) => return started.elapsed(),
+            Err(e) if started.elapsed() > within => panic!("{what}: not within {within:?}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}

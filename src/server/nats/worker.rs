@@ -14,9 +14,9 @@ use super::{
     ANY_AGENT, NatsStats, PART, REFUSED, TEXT, WORKING, WORKING_EVERY, connect, subject_of,
 };
 use crate::agents::RegistryAgents;
+use crate::methods::Reply;
 use crate::server::config::Config;
 use crate::server::dispatch::Dispatcher;
-use crate::methods::Reply;
 use crate::server::route::Answer;
 
 /// How long a stopping worker waits for its last replies to reach NATS.
