@@ -996,3 +996,107 @@ fn replies_larger_than_the_servers_max_payload_come_whole_in_parts() {
         json!({"method": "vm.get", "hostname": "vcsim", "name": "x".repeat(2 << 20)}).to_string();
     assert_eq!(once(&front, &huge), once(&local_front, &huge));
 }
+
+#[test]
+fn nats_credentials_come_from_files_and_refused_ones_stop_the_process_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    for (server_args, right, wrong) in [
+        (
+            vec!["--auth", "t0ken-for-nats"],
+            "token-file = {dir}/right\n",
+            "token-file = {dir}/wrong\n",
+        ),
+        (
+            vec!["--user", "vpoller", "--pass", "pa55-for-nats"],
+            "user = vpoller\npassword-file = {dir}/right\n",
+            "user = vpoller\npassword-file = {dir}/wrong\n",
+        ),
+    ] {
+        let secret = server_args[server_args.len() - 1];
+        std::fs::write(dir.path().join("right"), format!("{secret}\n")).expect("secret");
+        std::fs::write(dir.path().join("wrong"), "not-it\n").expect("secret");
+        let nats = NatsServer::start_with(free_port(), &server_args);
+        let section = |text: &str| {
+            format!(
+                "[nats]\n{}[proxy]\nrequest-timeout = 5\n",
+                text.replace("{dir}", &dir.path().display().to_string())
+            )
+        };
+        let (_worker, wmgmt) = nats_worker(&reg, &nats, &conf(&dir, "w.conf", &section(right)));
+        subjects(&wmgmt, 1);
+        let (_proxy, front, _) = nats_proxy(&nats, &conf(&dir, "p.conf", &section(right)));
+        let reply = client(
+            &front,
+            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+            10_000,
+        );
+        assert_eq!(reply["success"], 0, "{reply}");
+        // Refused credentials: an error at start, naming the cause, not an
+        // endless retry; and the secret is in no output.
+        let started = Instant::now();
+        let out = vpoller(&[
+            "proxy",
+            "--nats",
+            &nats.url,
+            "-f",
+            &conf(&dir, "bad.conf", &section(wrong)),
+            "--frontend",
+            &endpoint(free_port()),
+            "--mgmt",
+            &endpoint(free_port()),
+        ]);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("refused the connection"), "{stderr}");
+        assert!(stderr.contains("authorization violation"), "{stderr}");
+        for text in [&stderr, &String::from_utf8_lossy(&out.stdout)] {
+            assert!(!text.contains(secret) && !text.contains("not-it"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn workers_and_a_frontend_started_before_nats_serve_once_it_is_up() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let mgmt = endpoint(free_port());
+    let unused_proxy = endpoint(free_port());
+    let _worker = worker(
+        &reg,
+        &unused_proxy,
+        &mgmt,
+        &["--nats", &url, "-f", &conf(&dir, "w.conf", "")],
+    );
+    let (_proxy, front, pmgmt) = nats_frontend(
+        "proxy",
+        &url,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 2\n"),
+    );
+    let ask = || {
+        client(
+            &front,
+            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+            10_000,
+        )
+    };
+    let before = ask();
+    assert_eq!(before["success"], 1, "{before}");
+    assert_eq!(nats_counts(&pmgmt, "proxy", &["answered"]), [0]);
+    let _nats = NatsServer::start_with(port, &[]);
+    eventually(Duration::from_secs(20), "served once NATS is up", || {
+        let reply = ask();
+        (reply["success"] == 0)
+            .then_some(())
+            .ok_or(reply.to_string())
+    });
+}

@@ -88,10 +88,47 @@ fn read_secret(path: &std::path::Path, what: &str) -> Result<String, String> {
 /// Connects as the configuration says. A plain `nats://` URL to a host
 /// that is not loopback is allowed, with a warning: NATS carries the
 /// requests, guest passwords of `vm.process.get` included.
+///
+/// Credentials or TLS that a server refuses are an error at start-up, not
+/// an endless retry. A server that is not up yet is waited for: the
+/// connection is made in the background, and requests meanwhile get errors.
 pub async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Client, String> {
+    warn_if_in_clear(options);
+    let servers: Vec<&str> = options.url.split(',').map(str::trim).collect();
+    let url = &options.url;
+    match connect_options(options, name)
+        .await?
+        .connect(servers.clone())
+        .await
+    {
+        Ok(client) => Ok(client),
+        Err(e) => {
+            use async_nats::ConnectErrorKind as Kind;
+            if matches!(
+                e.kind(),
+                Kind::AuthorizationViolation | Kind::Authentication | Kind::Tls | Kind::ServerParse
+            ) {
+                return Err(format!(
+                    "NATS at {url} refused the connection: {e} (see [nats] credentials and TLS files)"
+                ));
+            }
+            tracing::warn!("NATS at {url} is not reachable ({e}); connecting in the background");
+            connect_options(options, name)
+                .await?
+                .retry_on_initial_connect()
+                .connect(servers)
+                .await
+                .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))
+        }
+    }
+}
+
+async fn connect_options(
+    options: &NatsOptions,
+    name: &str,
+) -> Result<async_nats::ConnectOptions, String> {
     let mut connect = async_nats::ConnectOptions::new()
         .name(name)
-        .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(5))
         .event_callback(|event| async move {
             tracing::info!("NATS: {event}");
@@ -118,6 +155,10 @@ pub async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Cl
     if let (Some(cert), Some(key)) = (&options.cert_file, &options.key_file) {
         connect = connect.add_client_certificate(cert.clone(), key.clone());
     }
+    Ok(connect)
+}
+
+fn warn_if_in_clear(options: &NatsOptions) {
     for server in options.url.split(',').map(str::trim) {
         let plain = server.starts_with("nats://") || !server.contains("://");
         let host = server
@@ -134,11 +175,6 @@ pub async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Cl
             );
         }
     }
-    let servers: Vec<&str> = options.url.split(',').map(str::trim).collect();
-    connect
-        .connect(servers)
-        .await
-        .map_err(|e| format!("cannot connect to NATS at {}: {e}", options.url))
 }
 
 /// What a NATS side reports in `status` and `/metrics`.
