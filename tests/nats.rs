@@ -1100,3 +1100,59 @@ fn workers_and_a_frontend_started_before_nats_serve_once_it_is_up() {
             .ok_or(reply.to_string())
     });
 }
+
+#[test]
+fn a_request_in_the_gap_of_a_worker_restart_waits_for_the_new_worker() {
+    let nats = NatsServer::start();
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let wconf = conf(&dir, "w.conf", "");
+    let (mut old, wmgmt) = nats_worker(&reg, &nats, &wconf);
+    subjects(&wmgmt, 1);
+    let (_proxy, front, pmgmt) = nats_proxy(
+        &nats,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 10\n"),
+    );
+    let ask = |front: &str| {
+        client(
+            front,
+            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+            15_000,
+        )
+    };
+    assert_eq!(ask(&front)["success"], 0);
+    // The agent's only worker goes; a new one is on its way.
+    old.kill();
+    let asking = {
+        let front = front.clone();
+        std::thread::spawn(move || {
+            let asked = Instant::now();
+            let reply = ask(&front);
+            eprintln!("in the gap: answered after {:?}", asked.elapsed());
+            reply
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let (_new, new_mgmt) = nats_worker(&reg, &nats, &wconf);
+    let reply = asking.join().expect("the client");
+    assert_eq!(reply["success"], 0, "answered by the new worker: {reply}");
+    subjects(&new_mgmt, 1);
+    assert_eq!(
+        nats_counts(&pmgmt, "proxy", &["answered", "no_worker"]),
+        [2, 0]
+    );
+    // An agent never served is still refused at once.
+    let asked = Instant::now();
+    let reply = client(
+        &front,
+        &["-m", "vm.get", "-V", "vc-never", "-n", "x"],
+        15_000,
+    );
+    assert_eq!(reply["msg"], "no worker serves agent vc-never");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+}
