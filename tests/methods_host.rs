@@ -409,8 +409,25 @@ async fn scripts_that_do_not_register_are_explained() {
         "return { api = 2, name = 'z', run = function() end }",
     );
     write(admin.path(), "loop.lua", "while true do end");
+    write(
+        admin.path(),
+        "yes.lua",
+        "return { api = 1, name = 'w', repeatable = 'yes', run = function() end }",
+    );
+    write(
+        admin.path(),
+        "once.lua",
+        "return { api = 1, name = 'once', repeatable = false, run = function() end }",
+    );
     let host = admin_host(admin.path(), Limits::default());
-    let problems = host.catalog().problems.join("\n");
+    let catalog = host.catalog();
+    assert_eq!(catalog.get("once").map(|m| m.repeatable), Some(false));
+    assert!(catalog.has_unrepeatable());
+    let problems = catalog.problems.join("\n");
+    assert!(
+        problems.contains("yes.lua: field 'repeatable' must be true or false"),
+        "{problems}"
+    );
     assert!(
         problems.contains("noapi.lua: the script must declare api = 1"),
         "{problems}"

@@ -1156,3 +1156,70 @@ fn a_request_in_the_gap_of_a_worker_restart_waits_for_the_new_worker() {
         asked.elapsed()
     );
 }
+
+const ONCE_METHOD: &str = r#"
+return {
+  api = 1,
+  name = "vm.once",
+  description = "Stands for a script that changes something: never run twice",
+  required = { "name" },
+  repeatable = false,
+  run = function(ctx, req)
+    local vm = ctx:lookup("VirtualMachine", "name", req.name, { "runtime.powerState" })
+    return { state = vm and vm["runtime.powerState"] }
+  end,
+}
+"#;
+
+#[test]
+fn a_method_that_is_not_repeatable_is_not_sent_again_when_its_worker_is_lost() {
+    let nats = NatsServer::start();
+    let sim = Simulator::start(&["-method-delay", "RetrievePropertiesEx:1000"]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let methods = dir.path().join("methods.d");
+    std::fs::create_dir(&methods).expect("methods dir");
+    std::fs::write(methods.join("vm.once.lua"), ONCE_METHOD).expect("script");
+    let methods = methods.display().to_string();
+    let wconf = conf(&dir, "w.conf", "[mirror]\nenabled = false\n");
+    let mut workers: Vec<(Service, String)> = (0..2)
+        .map(|_| {
+            let mgmt = endpoint(free_port());
+            let unused_proxy = endpoint(free_port());
+            let args = ["--nats", &nats.url, "-f", &wconf, "--methods-dir", &methods];
+            (worker(&reg, &unused_proxy, &mgmt, &args), mgmt)
+        })
+        .collect();
+    for (_, mgmt) in &workers {
+        subjects(mgmt, 1);
+    }
+    let (_front_service, front, fmgmt) = nats_frontend(
+        "daemon",
+        &nats.url,
+        &conf(&dir, "d.conf", "[proxy]\nrequest-timeout = 20\n"),
+    );
+    let asking = std::thread::spawn(move || {
+        let once = r#"{"method": "vm.once", "hostname": "vcsim", "name": "DC0_H0_VM0"}"#;
+        replies_to(
+            &front,
+            once,
+            Duration::from_secs(25),
+            Duration::from_secs(2),
+        )
+    });
+    let (held_by, _) = holder(&mut workers);
+    held_by.kill();
+    let replies = asking.join().expect("the client");
+    assert_eq!(
+        replies,
+        vec![
+            json!({"success": 1, "msg": "the worker for agent vcsim was lost while running vm.once, which is not repeatable, so it was not sent again"})
+        ]
+    );
+    assert_eq!(nats_counts(&fmgmt, "daemon", &["retried", "lost"]), [0, 1]);
+    let survivor = workers
+        .iter_mut()
+        .find_map(|(s, mgmt)| s.is_running().then_some(mgmt.clone()))
+        .expect("a survivor");
+    assert_eq!(nats_counts(&survivor, "worker", &["requests"]), [0]);
+}

@@ -26,6 +26,10 @@ pub struct MethodSpec {
     pub description: String,
     /// Request fields that must be present and not null.
     pub required: Vec<String>,
+    /// Whether a request may be run again when its first worker was lost
+    /// mid-way: true for reads (every built-in method), false for a script
+    /// that changes something through `ctx:call`.
+    pub repeatable: bool,
     pub file: PathBuf,
     pub source: Arc<str>,
 }
@@ -99,6 +103,12 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// Whether some method may not be run twice (see
+    /// [`MethodSpec::repeatable`]).
+    pub fn has_unrepeatable(&self) -> bool {
+        self.methods.values().any(|m| !m.repeatable)
+    }
+
     /// Scans the directories, re-using what did not change since `previous`.
     pub fn load(dirs: &MethodDirs, previous: Option<&Catalog>) -> Catalog {
         let mut scan = Scan {
@@ -305,16 +315,17 @@ pub fn inspect(path: &Path, source: Arc<str>, lib_dirs: &LibDirs) -> Result<Meth
             declared.type_name()
         ));
     };
-    declaration(&file, &table).map(|(name, description, required)| MethodSpec {
+    declaration(&file, &table).map(|(name, description, required, repeatable)| MethodSpec {
         name,
         description,
         required,
+        repeatable,
         file: path.to_path_buf(),
         source,
     })
 }
 
-type Declaration = (String, String, Vec<String>);
+type Declaration = (String, String, Vec<String>, bool);
 
 fn declaration(file: &str, table: &Table) -> Result<Declaration, String> {
     let field = |name: &str| table.get::<Value>(name).unwrap_or(Value::Nil);
@@ -370,12 +381,17 @@ fn declaration(file: &str, table: &Table) -> Result<Declaration, String> {
         }
         _ => return Err(format!("{file}: 'required' must be a list of field names")),
     };
+    let repeatable = match field("repeatable") {
+        Value::Nil => true,
+        Value::Boolean(b) => b,
+        _ => return Err(format!("{file}: field 'repeatable' must be true or false")),
+    };
     if !matches!(field("run"), Value::Function(_)) {
         return Err(format!(
             "{file}: field 'run' must be a function run(ctx, req)"
         ));
     }
-    Ok((name, description, required))
+    Ok((name, description, required, repeatable))
 }
 
 /// Loads a script in a state and returns its `run` function.

@@ -15,7 +15,8 @@
 //! - silence for [`LOST_AFTER`] (no reply, no working message): the worker
 //!   is gone, and the request, a read and so safe to repeat, is sent once
 //!   more to the agent's queue group, where another member takes it; a
-//!   second silence is an error;
+//!   second silence is an error. A method declared `repeatable = false` is
+//!   announced by the worker before it runs, and is never sent again;
 //! - the deadline: vPoller's timeout error ("Did not receive response,
 //!   aborting..."), with the agent and the deadline in the log.
 //!
@@ -32,7 +33,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{ANY_AGENT, LOST_AFTER, NatsStats, PART, REFUSED, TEXT, WORKING, subject_of};
+use super::{ANY_AGENT, LOST_AFTER, NatsStats, ONCE, PART, REFUSED, TEXT, WORKING, subject_of};
 use crate::methods::Reply;
 use crate::server::dispatch::MAX_REQUEST_BYTES;
 use crate::server::route::Answer;
@@ -64,7 +65,9 @@ pub struct Forwarder {
 enum Waited {
     Reply(Answer),
     NoResponders,
-    Silent,
+    /// Nothing for [`LOST_AFTER`]; with the method if the worker had said
+    /// it must not run twice.
+    Silent(Option<String>),
     Deadline,
 }
 
@@ -165,17 +168,23 @@ impl Forwarder {
                         (&self.stats.no_worker, format!("no worker serves {target}"))
                     }
                 }
-                Ok(Waited::Silent) if !self.stats.is_connected() => (
+                Ok(Waited::Silent(Some(method))) => (
+                    &self.stats.lost,
+                    format!(
+                        "the worker for {target} was lost while running {method}, which is not repeatable, so it was not sent again"
+                    ),
+                ),
+                Ok(Waited::Silent(None)) if !self.stats.is_connected() => (
                     &self.stats.failed,
                     format!("lost the connection to NATS while waiting for {target}"),
                 ),
-                Ok(Waited::Silent) if !retried => {
+                Ok(Waited::Silent(None)) if !retried => {
                     retried = true;
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%target, "the worker went silent; sending the request to another");
                     continue;
                 }
-                Ok(Waited::Silent) => (
+                Ok(Waited::Silent(None)) => (
                     &self.stats.lost,
                     format!("the workers for {target} were lost before replying (tried twice)"),
                 ),
@@ -247,16 +256,21 @@ impl Forwarder {
         }
         let mut heard = Instant::now();
         let mut parts = Parts::default();
+        let mut once = None;
         loop {
             let wake = deadline.min(heard + LOST_AFTER);
             tokio::select! {
                 message = rx.recv() => {
-                    let Some(message) = message else { return Ok(Waited::Silent) };
+                    let Some(message) = message else { return Ok(Waited::Silent(once)) };
                     if message.status == Some(StatusCode::NO_RESPONDERS) {
                         return Ok(Waited::NoResponders);
                     }
                     heard = Instant::now();
                     if has(&message.headers, WORKING) {
+                        continue;
+                    }
+                    if let Some(method) = header(&message.headers, ONCE) {
+                        once = Some(method.to_string());
                         continue;
                     }
                     if let Some(part) = header(&message.headers, PART).map(str::to_string) {
@@ -268,7 +282,7 @@ impl Forwarder {
                     return Ok(Waited::Reply(answer_of(message)));
                 }
                 () = tokio::time::sleep_until(wake) => {
-                    return Ok(if Instant::now() >= deadline { Waited::Deadline } else { Waited::Silent });
+                    return Ok(if Instant::now() >= deadline { Waited::Deadline } else { Waited::Silent(once) });
                 }
             }
         }

@@ -46,6 +46,10 @@ pub const WORKING: &str = "Vpoller-Working";
 pub const REFUSED: &str = "Vpoller-Refused";
 /// The reply is a helper's plain text.
 pub const TEXT: &str = "Vpoller-Text";
+/// Sent, and flushed, before a worker runs a method that must not run twice
+/// (`repeatable = false`): its value is the method, and a frontend that saw
+/// it does not send the request again when the worker is lost.
+pub const ONCE: &str = "Vpoller-Once";
 /// Part `k/n` of a reply larger than the server's `max_payload`.
 pub const PART: &str = "Vpoller-Part";
 

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::service::{EndpointCounters, Service};
 use super::{
-    ANY_AGENT, NatsStats, PART, REFUSED, TEXT, WORKING, WORKING_EVERY, connect, subject_of,
+    ANY_AGENT, NatsStats, ONCE, PART, REFUSED, TEXT, WORKING, WORKING_EVERY, connect, subject_of,
 };
 use crate::agents::RegistryAgents;
 use crate::methods::Reply;
@@ -166,6 +166,15 @@ async fn answer_requests(mut subscriber: async_nats::Subscriber, answering: Answ
 async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payload: &[u8]) {
     let client = &answering.client;
     let started = std::time::Instant::now();
+    if let Some(method) = unrepeatable_method(&answering.dispatcher, payload) {
+        let mut headers = HeaderMap::new();
+        headers.insert(ONCE, method.as_str());
+        let _ = client
+            .publish_with_headers(reply_to.clone(), headers, Bytes::new())
+            .await;
+        // On its way before the method can change anything.
+        let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
+    }
     let work = answering.dispatcher.handle_reply(payload);
     tokio::pin!(work);
     let reply = loop {
@@ -200,6 +209,23 @@ async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payloa
             answering.stats.failed.fetch_add(1, Ordering::Relaxed)
         }
     };
+}
+
+/// The request's method when the catalogue says it must not run twice.
+fn unrepeatable_method(dispatcher: &Dispatcher, payload: &[u8]) -> Option<String> {
+    let catalog = dispatcher.host().catalog();
+    if !catalog.has_unrepeatable() {
+        return None;
+    }
+    #[derive(serde::Deserialize)]
+    struct Method {
+        method: Option<String>,
+    }
+    let method = serde_json::from_slice::<Method>(payload).ok()?.method?;
+    catalog
+        .get(&method)
+        .filter(|spec| !spec.repeatable)
+        .map(|spec| spec.name.clone())
 }
 
 /// Room left in a message for the headers of a part.
