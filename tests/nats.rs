@@ -1223,3 +1223,53 @@ fn a_method_that_is_not_repeatable_is_not_sent_again_when_its_worker_is_lost() {
         .expect("a survivor");
     assert_eq!(nats_counts(&survivor, "worker", &["requests"]), [0]);
 }
+
+#[test]
+fn a_busy_worker_runs_its_concurrency_and_its_waiting_requests_are_not_taken_for_lost() {
+    let nats = NatsServer::start();
+    let sim = Simulator::start(&["-method-delay", "RetrievePropertiesEx:1000"]);
+    let reg = Registry::new(&sim.url);
+    let dir = tempfile::tempdir().expect("dir");
+    let wconf = conf(&dir, "w.conf", "[mirror]\nenabled = false\n");
+    let mgmt = endpoint(free_port());
+    let unused_proxy = endpoint(free_port());
+    let args = ["--nats", &nats.url, "-f", &wconf, "--concurrency", "1"];
+    let _worker = worker(&reg, &unused_proxy, &mgmt, &args);
+    subjects(&mgmt, 1);
+    let (_proxy, front, pmgmt) = nats_proxy(
+        &nats,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 15\n"),
+    );
+    let asking: Vec<_> = (0..3)
+        .map(|_| {
+            let front = front.clone();
+            std::thread::spawn(move || {
+                replies_to(
+                    &front,
+                    VM_GET,
+                    Duration::from_secs(20),
+                    Duration::from_millis(500),
+                )
+            })
+        })
+        .collect();
+    let mut most = 0;
+    while asking.iter().any(|a| !a.is_finished()) {
+        let running = wait_for_status(&mgmt, "worker")["result"]["requests"]["in_flight"]
+            .as_u64()
+            .unwrap_or(0);
+        most = most.max(running);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for a in asking {
+        let replies = a.join().expect("a client");
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert_eq!(replies[0]["success"], 0, "{}", replies[0]);
+    }
+    assert_eq!(most, 1, "requests run at once");
+    // Waiting for room was reported as working: nothing was sent twice.
+    assert_eq!(
+        nats_counts(&pmgmt, "proxy", &["retried", "answered"]),
+        [0, 3]
+    );
+}

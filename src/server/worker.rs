@@ -91,6 +91,7 @@ pub async fn run(config: Config, dirs: MethodDirs) -> Result<(), String> {
     if let Some(stats) = &nats {
         super::nats::worker::serve_worker(
             &config,
+            capacity,
             dispatcher.clone(),
             agents.clone(),
             stats.clone(),

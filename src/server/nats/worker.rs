@@ -22,13 +22,20 @@ use crate::server::route::Answer;
 /// How long a stopping worker waits for its last replies to reach NATS.
 const FLUSH_AT_STOP: Duration = Duration::from_secs(2);
 
+/// Requests a worker takes from NATS per request it runs at once; a flood
+/// beyond that waits in NATS, not in this process's memory.
+const HELD_PER_SLOT: usize = 16;
+
 /// How often a worker looks at the registry for agents to serve or drop.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(500);
 
 /// Answers its agents' subjects until `stop`, then stops taking requests
-/// and finishes those it holds within `grace`.
+/// and finishes those it holds within `grace`. At most `capacity` requests
+/// run at once; the others wait their turn, and their frontends are told
+/// they are being worked on.
 pub async fn serve_worker(
     config: &Config,
+    capacity: usize,
     dispatcher: Arc<Dispatcher>,
     agents: Arc<RegistryAgents>,
     stats: Arc<NatsStats>,
@@ -47,6 +54,8 @@ pub async fn serve_worker(
     let announcing = super::service::announce(client.clone(), service.clone()).await?;
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let in_flight = Arc::new(AtomicU64::new(0));
+    let room = Arc::new(tokio::sync::Semaphore::new(capacity.max(1)));
+    let held = Arc::new(tokio::sync::Semaphore::new(capacity.max(1) * HELD_PER_SLOT));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut tick = tokio::time::interval(RESUBSCRIBE_EVERY);
     loop {
@@ -99,6 +108,8 @@ pub async fn serve_worker(
                 endpoint: service.add(&subject, &agent),
                 done: done_tx.clone(),
                 in_flight: in_flight.clone(),
+                room: room.clone(),
+                held: held.clone(),
             };
             subscriptions.insert(
                 subject,
@@ -139,6 +150,11 @@ struct Answering {
     /// Told when the subscription ends, so that the worker subscribes again.
     done: tokio::sync::mpsc::UnboundedSender<()>,
     in_flight: Arc<AtomicU64>,
+    /// Requests run at once, for all subscriptions: `[worker] concurrency`.
+    room: Arc<tokio::sync::Semaphore>,
+    /// Requests taken from NATS and not yet answered, running or waiting
+    /// for room (and told the frontend so).
+    held: Arc<tokio::sync::Semaphore>,
 }
 
 /// Answers the requests of one subscription, each in a task of its own.
@@ -148,12 +164,17 @@ async fn answer_requests(mut subscriber: async_nats::Subscriber, answering: Answ
         let Some(reply_to) = message.reply.clone() else {
             continue;
         };
+        // Past this many held, stop reading: NATS keeps the rest.
+        let Ok(held) = answering.held.clone().acquire_owned().await else {
+            break;
+        };
         answering.stats.requests.fetch_add(1, Ordering::Relaxed);
         answering.in_flight.fetch_add(1, Ordering::AcqRel);
         let answering = answering.clone();
         tokio::spawn(async move {
             answer_one(&answering, reply_to, &message.payload).await;
             answering.in_flight.fetch_sub(1, Ordering::AcqRel);
+            drop(held);
         });
     }
     // The subscription ended (the connection closed for good).
@@ -166,27 +187,33 @@ async fn answer_requests(mut subscriber: async_nats::Subscriber, answering: Answ
 async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payload: &[u8]) {
     let client = &answering.client;
     let started = std::time::Instant::now();
-    if let Some(method) = unrepeatable_method(&answering.dispatcher, payload) {
-        let mut headers = HeaderMap::new();
-        headers.insert(ONCE, method.as_str());
-        let _ = client
-            .publish_with_headers(reply_to.clone(), headers, Bytes::new())
-            .await;
-        // On its way before the method can change anything.
-        let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
-    }
-    let work = answering.dispatcher.handle_reply(payload);
-    tokio::pin!(work);
-    let reply = loop {
-        match tokio::time::timeout(WORKING_EVERY, &mut work).await {
-            Ok(reply) => break reply,
-            Err(_) => {
+    let reply = {
+        // Waiting for room counts as working: a busy worker is not a lost one.
+        let work = async {
+            let _running = answering.room.acquire().await;
+            if let Some(method) = unrepeatable_method(&answering.dispatcher, payload) {
                 let mut headers = HeaderMap::new();
-                headers.insert(WORKING, "1");
-                answering.stats.working.fetch_add(1, Ordering::Relaxed);
+                headers.insert(ONCE, method.as_str());
                 let _ = client
                     .publish_with_headers(reply_to.clone(), headers, Bytes::new())
                     .await;
+                // On its way before the method can change anything.
+                let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
+            }
+            answering.dispatcher.handle_reply(payload).await
+        };
+        tokio::pin!(work);
+        loop {
+            match tokio::time::timeout(WORKING_EVERY, &mut work).await {
+                Ok(reply) => break reply,
+                Err(_) => {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(WORKING, "1");
+                    answering.stats.working.fetch_add(1, Ordering::Relaxed);
+                    let _ = client
+                        .publish_with_headers(reply_to.clone(), headers, Bytes::new())
+                        .await;
+                }
             }
         }
     };
