@@ -98,10 +98,6 @@ impl Forwarder {
         Ok(forwarder)
     }
 
-    pub fn stats(&self) -> &Arc<NatsStats> {
-        &self.stats
-    }
-
     /// One request to its agent's workers, and what goes back to the
     /// client: their reply as it is, or vPoller's error envelope naming
     /// what failed.
