@@ -1273,3 +1273,150 @@ fn a_busy_worker_runs_its_concurrency_and_its_waiting_requests_are_not_taken_for
         [0, 3]
     );
 }
+
+/// Runs openssl with `args`, in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, and a server and a client certificate it signed, for 127.0.0.1.
+fn certificates(dir: &std::path::Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=vpoller test CA",
+    ]);
+    openssl(dir, &ca);
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        let mut request = vec!["req"];
+        request.extend(ec);
+        request.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+        openssl(dir, &request);
+        std::fs::write(
+            dir.join(&ext),
+            format!(
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n"
+            ),
+        )
+        .expect("extensions");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+#[test]
+fn nats_over_tls_with_client_certificates_from_files() {
+    let dir = tempfile::tempdir().expect("dir");
+    certificates(dir.path());
+    let at = |file: &str| dir.path().join(file).display().to_string();
+    let nats = NatsServer::start_with(
+        free_port(),
+        &[
+            "--tls",
+            "--tlscert",
+            &at("server.pem"),
+            "--tlskey",
+            &at("server.key"),
+            "--tlsverify",
+            "--tlscacert",
+            &at("ca.pem"),
+        ],
+    );
+    let sim = Simulator::start(&[]);
+    let reg = Registry::new(&sim.url);
+    let full = format!(
+        "[nats]\nca-file = {}\ncert-file = {}\nkey-file = {}\n",
+        at("ca.pem"),
+        at("client.pem"),
+        at("client.key")
+    );
+    let (_worker, wmgmt) = nats_worker(&reg, &nats, &conf(&dir, "w.conf", &full));
+    subjects(&wmgmt, 1);
+    let (_proxy, front, _) = nats_proxy(&nats, &conf(&dir, "p.conf", &full));
+    let reply = client(
+        &front,
+        &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+        10_000,
+    );
+    assert_eq!(reply["success"], 0, "{reply}");
+    // What no retry mends stops the process at start, naming the cause:
+    // no client certificate, or a server certificate nobody vouches for.
+    for (text, cause) in [
+        (
+            format!("[nats]\nca-file = {}\n", at("ca.pem")),
+            "BadCertificate",
+        ),
+        (String::new(), "UnknownIssuer"),
+    ] {
+        let started = Instant::now();
+        let out = vpoller(&[
+            "proxy",
+            "--nats",
+            &nats.url,
+            "-f",
+            &conf(&dir, "bad.conf", &text),
+            "--frontend",
+            &endpoint(free_port()),
+            "--mgmt",
+            &endpoint(free_port()),
+        ]);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("refused the connection") && stderr.contains(cause),
+            "{stderr}"
+        );
+    }
+}

@@ -108,10 +108,11 @@ pub async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Cl
         Ok(client) => Ok(client),
         Err(e) => {
             use async_nats::ConnectErrorKind as Kind;
-            if matches!(
+            let refused = matches!(
                 e.kind(),
                 Kind::AuthorizationViolation | Kind::Authentication | Kind::Tls | Kind::ServerParse
-            ) {
+            );
+            if refused || failed_in_tls(&e) {
                 return Err(format!(
                     "NATS at {url} refused the connection: {e} (see [nats] credentials and TLS files)"
                 ));
@@ -125,6 +126,27 @@ pub async fn connect(options: &NatsOptions, name: &str) -> Result<async_nats::Cl
                 .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))
         }
     }
+}
+
+/// Whether a connection failed in its TLS handshake (an unknown issuer, a
+/// client certificate the server wants): async-nats reports these as I/O
+/// errors, but no retry mends them.
+fn failed_in_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 async fn connect_options(
