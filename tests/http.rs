@@ -181,6 +181,7 @@ fn http_answers_as_zeromq_does_with_the_errors_and_the_token() {
         .and_then(|m| m.iter().find(|m| m["name"] == "vm.get"))
         .expect("vm.get is listed");
     assert_eq!(vm_get["required"], json!(["name"]));
+    assert_eq!(vm_get["repeatable"], true);
     let (status, body) = http_request("GET", &format!("{}/readyz", web.http), None, token);
     assert_eq!(status, 200);
     let ready: Value = serde_json::from_str(&body).expect("readyz JSON");

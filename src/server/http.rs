@@ -392,6 +392,7 @@ async fn methods(State(backend): State<Backend>) -> Response {
                 "name": m.name,
                 "description": m.description,
                 "required": m.required,
+                "repeatable": m.repeatable,
                 "source": m.file.display().to_string(),
             })
         })
