@@ -76,14 +76,22 @@ fn conf(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
 }
 
 fn nats_worker(reg: &Registry, nats: &NatsServer, conf: &str) -> (Service, String) {
+    nats_worker_with(reg, nats, conf, &[])
+}
+
+/// A worker on `nats` with more arguments (`--concurrency 1`,
+/// `--methods-dir DIR`).
+fn nats_worker_with(
+    reg: &Registry,
+    nats: &NatsServer,
+    conf: &str,
+    extra: &[&str],
+) -> (Service, String) {
     let mgmt = endpoint(free_port());
     let unused_proxy = endpoint(free_port());
-    let service = worker(
-        reg,
-        &unused_proxy,
-        &mgmt,
-        &["--nats", &nats.url, "-f", conf],
-    );
+    let mut args = vec!["--nats", nats.url.as_str(), "-f", conf];
+    args.extend_from_slice(extra);
+    let service = worker(reg, &unused_proxy, &mgmt, &args);
     (service, mgmt)
 }
 
@@ -446,6 +454,7 @@ fn slow_vcenter_workers(
     nats: &NatsServer,
     count: usize,
     delay_ms: u32,
+    extra: &[&str],
 ) -> (
     Simulator,
     Registry,
@@ -458,7 +467,7 @@ fn slow_vcenter_workers(
     let dir = tempfile::tempdir().expect("dir");
     let wconf = conf(&dir, "w.conf", "[mirror]\nenabled = false\n");
     let workers: Vec<(Service, String)> = (0..count)
-        .map(|_| nats_worker(&reg, nats, &wconf))
+        .map(|_| nats_worker_with(&reg, nats, &wconf, extra))
         .collect();
     for (_, mgmt) in &workers {
         subjects(mgmt, 1);
@@ -469,7 +478,7 @@ fn slow_vcenter_workers(
 #[test]
 fn a_worker_lost_mid_request_is_retried_once_on_another_member() {
     let nats = NatsServer::start();
-    let (_sim, _reg, mut workers, dir) = slow_vcenter_workers(&nats, 2, 1000);
+    let (_sim, _reg, mut workers, dir) = slow_vcenter_workers(&nats, 2, 1000, &[]);
     let (_front_service, front, fmgmt) = nats_frontend(
         "daemon",
         &nats.url,
@@ -534,7 +543,7 @@ fn a_worker_lost_mid_request_is_retried_once_on_another_member() {
 #[test]
 fn a_stalled_worker_that_wakes_up_late_does_not_reply_twice() {
     let nats = NatsServer::start();
-    let (_sim, _reg, mut workers, dir) = slow_vcenter_workers(&nats, 1, 1000);
+    let (_sim, _reg, mut workers, dir) = slow_vcenter_workers(&nats, 1, 1000, &[]);
     let (_front_service, front, fmgmt) = nats_proxy(
         &nats,
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 20\n"),
@@ -931,7 +940,7 @@ fn a_request_past_its_deadline_gets_vpollers_timeout_error_and_no_retry() {
     let nats = NatsServer::start();
     // Two slow SOAP calls (name index, then the properties): 6 s, past
     // the silence after which a worker counts as lost.
-    let (_sim, _reg, _workers, dir) = slow_vcenter_workers(&nats, 2, 3000);
+    let (_sim, _reg, _workers, dir) = slow_vcenter_workers(&nats, 2, 3000, &[]);
     let (_proxy, front, pmgmt) = nats_proxy(
         &nats,
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 4\n"),
@@ -1174,25 +1183,11 @@ return {
 #[test]
 fn a_method_that_is_not_repeatable_is_not_sent_again_when_its_worker_is_lost() {
     let nats = NatsServer::start();
-    let sim = Simulator::start(&["-method-delay", "RetrievePropertiesEx:1000"]);
-    let reg = Registry::new(&sim.url);
-    let dir = tempfile::tempdir().expect("dir");
-    let methods = dir.path().join("methods.d");
-    std::fs::create_dir(&methods).expect("methods dir");
-    std::fs::write(methods.join("vm.once.lua"), ONCE_METHOD).expect("script");
-    let methods = methods.display().to_string();
-    let wconf = conf(&dir, "w.conf", "[mirror]\nenabled = false\n");
-    let mut workers: Vec<(Service, String)> = (0..2)
-        .map(|_| {
-            let mgmt = endpoint(free_port());
-            let unused_proxy = endpoint(free_port());
-            let args = ["--nats", &nats.url, "-f", &wconf, "--methods-dir", &methods];
-            (worker(&reg, &unused_proxy, &mgmt, &args), mgmt)
-        })
-        .collect();
-    for (_, mgmt) in &workers {
-        subjects(mgmt, 1);
-    }
+    let scripts = tempfile::tempdir().expect("dir");
+    std::fs::write(scripts.path().join("vm.once.lua"), ONCE_METHOD).expect("script");
+    let scripts_dir = scripts.path().display().to_string();
+    let (_sim, _reg, mut workers, dir) =
+        slow_vcenter_workers(&nats, 2, 1000, &["--methods-dir", &scripts_dir]);
     let (_front_service, front, fmgmt) = nats_frontend(
         "daemon",
         &nats.url,
@@ -1227,15 +1222,8 @@ fn a_method_that_is_not_repeatable_is_not_sent_again_when_its_worker_is_lost() {
 #[test]
 fn a_busy_worker_runs_its_concurrency_and_its_waiting_requests_are_not_taken_for_lost() {
     let nats = NatsServer::start();
-    let sim = Simulator::start(&["-method-delay", "RetrievePropertiesEx:1000"]);
-    let reg = Registry::new(&sim.url);
-    let dir = tempfile::tempdir().expect("dir");
-    let wconf = conf(&dir, "w.conf", "[mirror]\nenabled = false\n");
-    let mgmt = endpoint(free_port());
-    let unused_proxy = endpoint(free_port());
-    let args = ["--nats", &nats.url, "-f", &wconf, "--concurrency", "1"];
-    let _worker = worker(&reg, &unused_proxy, &mgmt, &args);
-    subjects(&mgmt, 1);
+    let (_sim, _reg, workers, dir) = slow_vcenter_workers(&nats, 1, 1000, &["--concurrency", "1"]);
+    let mgmt = workers[0].1.clone();
     let (_proxy, front, pmgmt) = nats_proxy(
         &nats,
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 15\n"),
