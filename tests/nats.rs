@@ -1408,3 +1408,34 @@ fn nats_over_tls_with_client_certificates_from_files() {
         );
     }
 }
+
+#[test]
+fn a_worker_stopped_with_a_request_in_hand_answers_it_first() {
+    let nats = NatsServer::start();
+    let (_sim, _reg, mut workers, dir) = slow_vcenter_workers(&nats, 1, 1000, &[]);
+    let (_proxy, front, pmgmt) = nats_proxy(
+        &nats,
+        &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 20\n"),
+    );
+    let asking = std::thread::spawn(move || {
+        replies_to(
+            &front,
+            VM_GET,
+            Duration::from_secs(25),
+            Duration::from_millis(500),
+        )
+    });
+    let (stopping, _) = holder(&mut workers);
+    assert_eq!(
+        stopping.terminate(),
+        Some(0),
+        "a clean exit within its grace"
+    );
+    let replies = asking.join().expect("the client");
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0]["success"], 0, "{}", replies[0]);
+    assert_eq!(
+        nats_counts(&pmgmt, "proxy", &["answered", "retried"]),
+        [1, 0]
+    );
+}

@@ -5,9 +5,9 @@ use async_nats::HeaderMap;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::service::{EndpointCounters, Service};
 use super::{
@@ -19,12 +19,18 @@ use crate::server::config::Config;
 use crate::server::dispatch::Dispatcher;
 use crate::server::route::Answer;
 
-/// How long a stopping worker waits for its last replies to reach NATS.
-const FLUSH_AT_STOP: Duration = Duration::from_secs(2);
+/// How long a worker waits for a flush: its last replies at a stop, a
+/// once-announcement before its method runs. With the server gone a flush
+/// would wait for it forever.
+const FLUSH_WITHIN: Duration = Duration::from_secs(2);
 
 /// Requests a worker takes from NATS per request it runs at once; a flood
 /// beyond that waits in NATS, not in this process's memory.
 const HELD_PER_SLOT: usize = 16;
+
+/// More than any machine runs at once; a larger `[worker] concurrency` is
+/// taken as this (a semaphore has a ceiling of its own).
+const MAX_RUNNING: usize = 1 << 20;
 
 /// How often a worker looks at the registry for agents to serve or drop.
 const RESUBSCRIBE_EVERY: Duration = Duration::from_millis(500);
@@ -53,9 +59,11 @@ pub async fn serve_worker(
     let service = Arc::new(Service::new(id));
     let announcing = super::service::announce(client.clone(), service.clone()).await?;
     let mut subscriptions: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-    let in_flight = Arc::new(AtomicU64::new(0));
-    let room = Arc::new(tokio::sync::Semaphore::new(capacity.max(1)));
-    let held = Arc::new(tokio::sync::Semaphore::new(capacity.max(1) * HELD_PER_SLOT));
+    let capacity = capacity.clamp(1, MAX_RUNNING);
+    let room = Arc::new(Semaphore::new(capacity));
+    // u32: what acquire_many takes, to wait for all of them at a stop.
+    let held_permits = u32::try_from(capacity * HELD_PER_SLOT).unwrap_or(u32::MAX);
+    let held = Arc::new(Semaphore::new(held_permits as usize));
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut tick = tokio::time::interval(RESUBSCRIBE_EVERY);
     loop {
@@ -107,7 +115,6 @@ pub async fn serve_worker(
                 stats: stats.clone(),
                 endpoint: service.add(&subject, &agent),
                 done: done_tx.clone(),
-                in_flight: in_flight.clone(),
                 room: room.clone(),
                 held: held.clone(),
             };
@@ -127,15 +134,9 @@ pub async fn serve_worker(
         task.abort();
     }
     announcing.abort();
-    let finished = async {
-        while in_flight.load(Ordering::Acquire) > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    let _ = tokio::time::timeout(config.grace, finished).await;
-    // With the NATS server gone a flush would wait for it forever; a stop
-    // must not.
-    let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
+    // Every permit back: no request held any more.
+    let _ = tokio::time::timeout(config.grace, held.acquire_many(held_permits)).await;
+    let _ = tokio::time::timeout(FLUSH_WITHIN, client.flush()).await;
     Ok(())
 }
 
@@ -149,12 +150,11 @@ struct Answering {
     endpoint: Arc<EndpointCounters>,
     /// Told when the subscription ends, so that the worker subscribes again.
     done: tokio::sync::mpsc::UnboundedSender<()>,
-    in_flight: Arc<AtomicU64>,
     /// Requests run at once, for all subscriptions: `[worker] concurrency`.
-    room: Arc<tokio::sync::Semaphore>,
+    room: Arc<Semaphore>,
     /// Requests taken from NATS and not yet answered, running or waiting
-    /// for room (and told the frontend so).
-    held: Arc<tokio::sync::Semaphore>,
+    /// for room (and told the frontend so); a stop waits for them all.
+    held: Arc<Semaphore>,
 }
 
 /// Answers the requests of one subscription, each in a task of its own.
@@ -169,11 +169,9 @@ async fn answer_requests(mut subscriber: async_nats::Subscriber, answering: Answ
             break;
         };
         answering.stats.requests.fetch_add(1, Ordering::Relaxed);
-        answering.in_flight.fetch_add(1, Ordering::AcqRel);
         let answering = answering.clone();
         tokio::spawn(async move {
             answer_one(&answering, reply_to, &message.payload).await;
-            answering.in_flight.fetch_sub(1, Ordering::AcqRel);
             drop(held);
         });
     }
@@ -192,13 +190,9 @@ async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payloa
         let work = async {
             let _running = answering.room.acquire().await;
             if let Some(method) = unrepeatable_method(&answering.dispatcher, payload) {
-                let mut headers = HeaderMap::new();
-                headers.insert(ONCE, method.as_str());
-                let _ = client
-                    .publish_with_headers(reply_to.clone(), headers, Bytes::new())
-                    .await;
+                signal(client, &reply_to, ONCE, &method).await;
                 // On its way before the method can change anything.
-                let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
+                let _ = tokio::time::timeout(FLUSH_WITHIN, client.flush()).await;
             }
             answering.dispatcher.handle_reply(payload).await
         };
@@ -207,12 +201,8 @@ async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payloa
             match tokio::time::timeout(WORKING_EVERY, &mut work).await {
                 Ok(reply) => break reply,
                 Err(_) => {
-                    let mut headers = HeaderMap::new();
-                    headers.insert(WORKING, "1");
                     answering.stats.working.fetch_add(1, Ordering::Relaxed);
-                    let _ = client
-                        .publish_with_headers(reply_to.clone(), headers, Bytes::new())
-                        .await;
+                    signal(client, &reply_to, WORKING, "1").await;
                 }
             }
         }
@@ -236,6 +226,21 @@ async fn answer_one(answering: &Answering, reply_to: async_nats::Subject, payloa
             answering.stats.failed.fetch_add(1, Ordering::Relaxed)
         }
     };
+}
+
+/// A message with one header and no payload, to the frontend waiting on
+/// `reply_to`. Best effort: a lost one looks like a lost worker.
+async fn signal(
+    client: &async_nats::Client,
+    reply_to: &async_nats::Subject,
+    name: &str,
+    value: &str,
+) {
+    let mut headers = HeaderMap::new();
+    headers.insert(name, value);
+    let _ = client
+        .publish_with_headers(reply_to.clone(), headers, Bytes::new())
+        .await;
 }
 
 /// The request's method when the catalogue says it must not run twice.
