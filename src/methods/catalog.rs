@@ -100,13 +100,16 @@ pub struct Catalog {
     pub dirs: MethodDirs,
     files: HashMap<PathBuf, FileState>,
     lib_stamp: Vec<(PathBuf, Option<SystemTime>, u64)>,
+    /// Some method says `repeatable = false`; known at load, so that a
+    /// worker asks no more of a request than this unless it must.
+    unrepeatable: bool,
 }
 
 impl Catalog {
     /// Whether some method may not be run twice (see
     /// [`MethodSpec::repeatable`]).
     pub fn has_unrepeatable(&self) -> bool {
-        self.methods.values().any(|m| !m.repeatable)
+        self.unrepeatable
     }
 
     /// Scans the directories, re-using what did not change since `previous`.
@@ -136,6 +139,7 @@ impl Catalog {
         }
         Catalog {
             generation,
+            unrepeatable: methods.values().any(|m| !m.repeatable),
             methods,
             helpers,
             problems,
