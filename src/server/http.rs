@@ -299,7 +299,7 @@ fn refused(status: StatusCode, msg: String) -> Response {
     respond(status, Answer::of(&Reply::refusal(msg)))
 }
 
-async fn dispatch(backend: &Backend, body: &[u8]) -> Response {
+async fn dispatch(backend: &Backend, body: Bytes) -> Response {
     let Some(answerer) = &backend.answerer else {
         return refused(StatusCode::NOT_FOUND, "this process runs no methods".into());
     };
@@ -317,7 +317,7 @@ async fn call_posted(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     match body {
-        Ok(body) => dispatch(&backend, &body).await,
+        Ok(body) => dispatch(&backend, body).await,
         Err(rejection) => refused(rejection.status(), rejection.body_text()),
     }
 }
@@ -374,7 +374,7 @@ async fn call_in_url(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     match request_from_url(&method, &query) {
-        Ok(request) => dispatch(&backend, request.to_string().as_bytes()).await,
+        Ok(request) => dispatch(&backend, Bytes::from(request.to_string())).await,
         Err(e) => refused(StatusCode::BAD_REQUEST, e),
     }
 }

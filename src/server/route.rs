@@ -40,9 +40,10 @@ pub enum Answerer {
 }
 
 impl Answerer {
-    pub async fn answer(&self, frame: &[u8]) -> Answer {
+    /// `frame` as the transport received it: NATS sends it on as it is.
+    pub async fn answer(&self, frame: Bytes) -> Answer {
         match self {
-            Answerer::Here(dispatcher) => Answer::of(&dispatcher.handle_reply(frame).await),
+            Answerer::Here(dispatcher) => Answer::of(&dispatcher.handle_reply(&frame).await),
             Answerer::Nats(forwarder) => forwarder.forward(frame).await,
         }
     }

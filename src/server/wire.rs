@@ -105,7 +105,7 @@ pub async fn serve_frontend(
                 let Some((envelope, body)) = Envelope::open(frames) else { continue };
                 let (answerer, send) = (answerer.clone(), socket.sender());
                 work.spawn(async move {
-                    let answer = answerer.answer(&body).await;
+                    let answer = answerer.answer(body).await;
                     send.send(envelope.reply(answer.body));
                 });
             }

@@ -101,7 +101,8 @@ impl Forwarder {
     /// One request to its agent's workers, and what goes back to the
     /// client: their reply as it is, or vPoller's error envelope naming
     /// what failed.
-    pub async fn forward(&self, body: &[u8]) -> Answer {
+    pub async fn forward(&self, payload: Bytes) -> Answer {
+        let body = &payload[..];
         let deadline = Instant::now() + self.deadline;
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         // Refused unread, as a worker would; and never parsed here.
@@ -126,7 +127,6 @@ impl Forwarder {
         } else {
             format!("agent {agent}")
         };
-        let payload = Bytes::copy_from_slice(body);
         let mut retried = false;
         let mut members_gone_since: Option<Instant> = None;
         loop {
