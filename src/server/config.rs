@@ -335,6 +335,18 @@ fn endpoint(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
+/// The secret in a file the configuration names (an HTTP token, a NATS
+/// token or password): its first line, trimmed, which must not be empty.
+pub fn read_secret_file(path: &std::path::Path, what: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display()))?;
+    let secret = text.lines().next().unwrap_or("").trim();
+    if secret.is_empty() {
+        return Err(format!("the {what} file {} is empty", path.display()));
+    }
+    Ok(secret.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

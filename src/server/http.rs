@@ -502,13 +502,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Reads a token file: its first line, which must not be empty.
 pub fn read_token(path: &std::path::Path) -> Result<Arc<str>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the HTTP token file {}: {e}", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim();
-    if token.is_empty() {
-        return Err(format!("the HTTP token file {} is empty", path.display()));
-    }
-    Ok(Arc::from(token))
+    super::config::read_secret_file(path, "HTTP token").map(Arc::from)
 }
 
 #[cfg(test)]

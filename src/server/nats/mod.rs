@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::server::config::read_secret_file;
+
 pub mod forward;
 pub mod frontend;
 pub mod service;
@@ -81,12 +83,6 @@ pub fn subject_of(agent: &str) -> String {
         }
     }
     format!("vpoller.v1.agent.{token}")
-}
-
-fn read_secret(path: &std::path::Path, what: &str) -> Result<String, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read the NATS {what} file {}: {e}", path.display()))?;
-    Ok(text.lines().next().unwrap_or("").trim().to_string())
 }
 
 /// Connects as the configuration says. A plain `nats://` URL to a host
@@ -166,11 +162,11 @@ async fn connect_options(
             .map_err(|e| format!("the NATS creds file {}: {e}", path.display()))?;
     }
     if let Some(path) = &options.token_file {
-        connect = connect.token(read_secret(path, "token")?);
+        connect = connect.token(read_secret_file(path, "NATS token")?);
     }
     if let Some(user) = &options.user {
         let password = match &options.password_file {
-            Some(path) => read_secret(path, "password")?,
+            Some(path) => read_secret_file(path, "NATS password")?,
             None => String::new(),
         };
         connect = connect.user_and_password(user.clone(), password);
