@@ -319,11 +319,7 @@ fn https_with_a_certificate_and_no_plaintext_off_loopback() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let by_zmq = client(
-        &front,
-        &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
-        10_000,
-    );
+    let by_zmq = vm_get(&front);
     let over_https: Value =
         serde_json::from_str(reply["body"].as_str().unwrap_or("")).expect("reply JSON");
     assert_eq!(over_https, by_zmq);

@@ -822,13 +822,7 @@ async fn a_worker_behind_the_proxy_serves_from_its_mirror() {
     );
     let _proxy = proxy(&front, &back, &pmgmt);
     let _worker = worker(&reg, &back, &wmgmt, &[]);
-    let ask = || {
-        client(
-            &front,
-            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
-            10_000,
-        )
-    };
+    let ask = || vm_get(&front);
     assert_eq!(ask()["success"], 0);
     let session =
         |key: &str| wait_for_status(&wmgmt, "worker")["result"]["sessions"][0][key].clone();

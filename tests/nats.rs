@@ -276,11 +276,7 @@ fn a_worker_killed_under_load_loses_no_reply() {
                 let (mut sent, mut ok, mut failed, mut ok_after_kill) = (0, 0, 0, 0);
                 while started.elapsed() < Duration::from_secs(3) {
                     sent += 1;
-                    let reply = client(
-                        &front,
-                        &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
-                        10_000,
-                    );
+                    let reply = vm_get(&front);
                     match reply["success"].as_i64() {
                         Some(0) => {
                             ok += 1;
@@ -329,13 +325,7 @@ fn a_restarted_nats_server_is_found_again_by_workers_and_proxy() {
         &nats,
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 2\n"),
     );
-    let ask = || {
-        client(
-            &front,
-            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
-            10_000,
-        )
-    };
+    let ask = || vm_get(&front);
     assert_eq!(ask()["success"], 0);
     let _ = nats.child.kill();
     let _ = nats.child.wait();
@@ -743,16 +733,9 @@ fn a_nats_cluster_loses_a_node_under_load_and_serves_on() {
         &node_a.url,
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 3\n"),
     );
-    let ask = |front: &str| {
-        client(
-            front,
-            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
-            10_000,
-        )
-    };
     // The routes are up when a request crosses them.
     eventually(Duration::from_secs(15), "the cluster served", || {
-        let reply = ask(&front);
+        let reply = vm_get(&front);
         (reply["success"] == 0)
             .then_some(())
             .ok_or(reply.to_string())
@@ -776,11 +759,7 @@ fn a_nats_cluster_loses_a_node_under_load_and_serves_on() {
                 let mut outcomes = Vec::new();
                 while started.elapsed() < Duration::from_secs(4) {
                     let sent = started.elapsed();
-                    let reply = client(
-                        &front,
-                        &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
-                        10_000,
-                    );
+                    let reply = vm_get(&front);
                     outcomes.push((sent, started.elapsed(), reply));
                 }
                 outcomes
@@ -1036,11 +1015,7 @@ fn nats_credentials_come_from_files_and_refused_ones_stop_the_process_at_start()
         let (_worker, wmgmt) = nats_worker(&reg, &nats, &conf(&dir, "w.conf", &section(right)));
         subjects(&wmgmt, 1);
         let (_proxy, front, _) = nats_proxy(&nats, &conf(&dir, "p.conf", &section(right)));
-        let reply = client(
-            &front,
-            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
-            10_000,
-        );
+        let reply = vm_get(&front);
         assert_eq!(reply["success"], 0, "{reply}");
         // Refused credentials: an error at start, naming the cause, not an
         // endless retry; and the secret is in no output.
@@ -1091,13 +1066,7 @@ fn workers_and_a_frontend_started_before_nats_serve_once_it_is_up() {
         &url,
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 2\n"),
     );
-    let ask = || {
-        client(
-            &front,
-            &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
-            10_000,
-        )
-    };
+    let ask = || vm_get(&front);
     let before = ask();
     assert_eq!(before["success"], 1, "{before}");
     assert_eq!(nats_counts(&pmgmt, "proxy", &["answered"]), [0]);
@@ -1368,11 +1337,7 @@ fn nats_over_tls_with_client_certificates_from_files() {
     let (_worker, wmgmt) = nats_worker(&reg, &nats, &conf(&dir, "w.conf", &full));
     subjects(&wmgmt, 1);
     let (_proxy, front, _) = nats_proxy(&nats, &conf(&dir, "p.conf", &full));
-    let reply = client(
-        &front,
-        &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
-        10_000,
-    );
+    let reply = vm_get(&front);
     assert_eq!(reply["success"], 0, "{reply}");
     // What no retry mends stops the process at start, naming the cause:
     // no client certificate, or a server certificate nobody vouches for.

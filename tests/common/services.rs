@@ -238,6 +238,15 @@ pub fn py_client_text(front: &str, args: &[&str], timeout_ms: u64) -> String {
         .to_string()
 }
 
+/// `vpoller client` asking for the simulator's first VM, within 10 s.
+pub fn vm_get(front: &str) -> Value {
+    client(
+        front,
+        &["-m", "vm.get", "-V", "vcsim", "-n", "DC0_H0_VM0"],
+        10_000,
+    )
+}
+
 /// `vpoller client`: one request, one attempt; the reply as JSON.
 pub fn client(front: &str, args: &[&str], timeout_ms: u64) -> Value {
     let timeout = timeout_ms.to_string();
