@@ -109,6 +109,16 @@ fn subjects(mgmt: &str, agents: usize) -> Value {
     subjects
 }
 
+/// Waits until a vm.get through `front` succeeds.
+fn served_within(within: Duration, front: &str, what: &str) {
+    eventually(within, what, || {
+        let reply = vm_get(front);
+        (reply["success"] == 0)
+            .then_some(())
+            .ok_or(reply.to_string())
+    });
+}
+
 /// Counters of a process's NATS status, by name.
 fn nats_counts(mgmt: &str, role: &str, names: &[&str]) -> Vec<u64> {
     let stats = wait_for_status(mgmt, role)["result"]["nats"].clone();
@@ -314,8 +324,8 @@ fn a_worker_killed_under_load_loses_no_reply() {
 
 #[test]
 fn a_restarted_nats_server_is_found_again_by_workers_and_proxy() {
-    let mut nats = NatsServer::start();
-    let port = nats.url.rsplit(':').next().unwrap_or_default().to_string();
+    let port = free_port();
+    let mut nats = NatsServer::start_with(port, &[]);
     let sim = Simulator::start(&[]);
     let reg = Registry::new(&sim.url);
     let dir = tempfile::tempdir().expect("dir");
@@ -325,35 +335,23 @@ fn a_restarted_nats_server_is_found_again_by_workers_and_proxy() {
         &nats,
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 2\n"),
     );
-    let ask = || vm_get(&front);
-    assert_eq!(ask()["success"], 0);
+    assert_eq!(vm_get(&front)["success"], 0);
     let _ = nats.child.kill();
     let _ = nats.child.wait();
     // In the gap: a clear error within the request's deadline, not silence.
     let asked = Instant::now();
-    let gap = ask();
+    let gap = vm_get(&front);
     assert_eq!(gap["success"], 1, "{gap}");
     assert!(
         asked.elapsed() < Duration::from_secs(4),
         "{:?}",
         asked.elapsed()
     );
-    let restarted = Command::new("nats-server")
-        .args(["-a", "127.0.0.1", "-p", &port])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("restart nats-server");
-    nats.child = restarted;
-    eventually(
+    let _restarted = NatsServer::start_with(port, &[]);
+    served_within(
         Duration::from_secs(20),
+        &front,
         "served again after the restart",
-        || {
-            let reply = ask();
-            (reply["success"] == 0)
-                .then_some(())
-                .ok_or(reply.to_string())
-        },
     );
 }
 
@@ -734,12 +732,7 @@ fn a_nats_cluster_loses_a_node_under_load_and_serves_on() {
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 3\n"),
     );
     // The routes are up when a request crosses them.
-    eventually(Duration::from_secs(15), "the cluster served", || {
-        let reply = vm_get(&front);
-        (reply["success"] == 0)
-            .then_some(())
-            .ok_or(reply.to_string())
-    });
+    served_within(Duration::from_secs(15), &front, "the cluster served");
     let node_of = |mgmt: &str, role: &str| {
         wait_for_status(mgmt, role)["result"]["nats"]["server"]["address"]
             .as_str()
@@ -1066,17 +1059,11 @@ fn workers_and_a_frontend_started_before_nats_serve_once_it_is_up() {
         &url,
         &conf(&dir, "p.conf", "[proxy]\nrequest-timeout = 2\n"),
     );
-    let ask = || vm_get(&front);
-    let before = ask();
+    let before = vm_get(&front);
     assert_eq!(before["success"], 1, "{before}");
     assert_eq!(nats_counts(&pmgmt, "proxy", &["answered"]), [0]);
     let _nats = NatsServer::start_with(port, &[]);
-    eventually(Duration::from_secs(20), "served once NATS is up", || {
-        let reply = ask();
-        (reply["success"] == 0)
-            .then_some(())
-            .ok_or(reply.to_string())
-    });
+    served_within(Duration::from_secs(20), &front, "served once NATS is up");
 }
 
 #[test]
